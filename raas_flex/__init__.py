@@ -1,0 +1,13 @@
+"""raas_flex: long-reasoning decode with a fixed KV budget, through FlexAttention masks."""
+
+from raas_flex.config import RaaSConfig
+from raas_flex.functional import (
+    attended_positions, decode_step, held_positions, new_layer_cache, prefill,
+)
+from raas_flex.policies import available_policies, make_policy
+
+__all__ = [
+    "RaaSConfig", "attended_positions", "available_policies", "decode_step",
+    "held_positions", "make_policy", "new_layer_cache", "prefill",
+]
+__version__ = "0.1.0"

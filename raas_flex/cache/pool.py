@@ -1,0 +1,94 @@
+"""The preallocated paged pool of one layer and its per-slot metadata.
+
+Everything a decode step reads or writes is a tensor of fixed shape, allocated once, so the
+step compiles to one graph and replays under CUDA graphs. Eviction only re-labels a slot:
+the K/V data of an evicted page is left in place and simply stops being visible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from raas_flex.config import check_dtype
+
+FREE = -1  # page_id of a slot that holds no page
+
+
+@dataclass
+class LayerCache:
+    """Paged K/V pool plus metadata for one attention layer.
+
+    Shapes: B batch, H kv heads, S slots, P page size, D head dim.
+    """
+
+    k: torch.Tensor  # [B, H, S*P, D]
+    v: torch.Tensor  # [B, H, S*P, D]
+    fill: torch.Tensor  # [B, H, S] int32: tokens written into the slot's page
+    visible: torch.Tensor  # [B, H, S] int32: tokens of the slot the last step attended
+    timestamp: torch.Tensor  # [B, H, S] int64: last step the page was judged important
+    pinned: torch.Tensor  # [B, H, S] bool: never evicted (prompt pages, sinks)
+    page_id: torch.Tensor  # [B, H, S] int64: logical page held, FREE if none
+    kmin: torch.Tensor  # [B, H, S, D] float32: element-wise min of the page's keys
+    kmax: torch.Tensor  # [B, H, S, D] float32: element-wise max of the page's keys
+    current: torch.Tensor  # [B, H] int64: slot of the page being filled
+    length: torch.Tensor  # [B] int64: real tokens seen (prompt + decoded, pads excluded)
+    overflow: torch.Tensor  # [] bool: sticky, a keep-all pool ran out of slots
+    page_size: int
+    policy_state: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def num_slots(self) -> int:
+        return self.fill.shape[-1]
+
+    @property
+    def capacity(self) -> int:
+        """Tokens the pool can hold per sequence and kv head."""
+        return self.k.shape[2]
+
+    def nbytes(self) -> tuple[int, int]:
+        """(bytes of K/V pool, bytes of everything else) held by this layer."""
+        kv = self.k.nbytes + self.v.nbytes
+        meta = [self.fill, self.visible, self.timestamp, self.pinned, self.page_id,
+                self.kmin, self.kmax, self.current, self.length, self.overflow]
+        meta += list(self.policy_state.values())
+        return kv, sum(t.nbytes for t in meta)
+
+
+def allocate_layer_cache(
+    batch: int,
+    kv_heads: int,
+    head_dim: int,
+    num_slots: int,
+    page_size: int,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> LayerCache:
+    """Allocate an empty pool of `num_slots` pages; it never grows afterwards."""
+    check_dtype(dtype)
+    if num_slots < 1:
+        raise ValueError(f"num_slots={num_slots} must be >= 1.")
+    shape = (batch, kv_heads, num_slots)
+    tokens = num_slots * page_size
+
+    def meta(dtype_: torch.dtype, value: float | int | bool) -> torch.Tensor:
+        return torch.full(shape, value, dtype=dtype_, device=device)
+
+    return LayerCache(
+        # Zero-filled, never uninitialised: masked-out slots still enter the kernel's
+        # arithmetic and a stray NaN there would poison P·V.
+        k=torch.zeros(batch, kv_heads, tokens, head_dim, dtype=dtype, device=device),
+        v=torch.zeros(batch, kv_heads, tokens, head_dim, dtype=dtype, device=device),
+        fill=meta(torch.int32, 0),
+        visible=meta(torch.int32, 0),
+        timestamp=meta(torch.int64, 0),
+        pinned=meta(torch.bool, False),
+        page_id=meta(torch.int64, FREE),
+        kmin=torch.full((*shape, head_dim), float("inf"), device=device),
+        kmax=torch.full((*shape, head_dim), float("-inf"), device=device),
+        current=torch.zeros(batch, kv_heads, dtype=torch.int64, device=device),
+        length=torch.zeros(batch, dtype=torch.int64, device=device),
+        overflow=torch.zeros((), dtype=torch.bool, device=device),
+        page_size=page_size,
+    )

@@ -1,0 +1,159 @@
+"""Single-layer functional API: allocate, prefill, one decode step, what was attended.
+
+Tests and benchmarks call these directly; the Hugging Face integration calls them per layer.
+`decode_step_tensors` is the pure, compile-friendly body; `decode_step` adds input checks
+that need the host (shapes, the keep-all overflow flag).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.nn.attention.flex_attention import flex_attention
+
+from raas_flex.cache import (
+    LayerCache, allocate_layer_cache, append_token, open_page_if_needed, prompt_lengths,
+    write_prompt,
+)
+from raas_flex.config import RaaSConfig, check_dtype
+from raas_flex.masks import decode_block_mask, prefill_block_mask
+from raas_flex.policies import Policy
+from raas_flex.sizing import check_prompt_fits, pool_slots
+
+
+def new_layer_cache(config: RaaSConfig, policy: Policy, batch: int, kv_heads: int,
+                    head_dim: int, prompt_tokens: int, max_new_tokens: int | None = None,
+                    dtype: torch.dtype = torch.float32,
+                    device: torch.device | str = "cpu") -> LayerCache:
+    """An empty pool for one layer, sized for `policy` (see raas_flex.sizing)."""
+    slots = pool_slots(config, prompt_tokens, max_new_tokens, keep_all=policy.keeps_all)
+    cache = allocate_layer_cache(batch, kv_heads, head_dim, slots, config.page_size,
+                                 dtype, device)
+    policy.init_state(cache)
+    return cache
+
+
+def fold_gqa(q: torch.Tensor, kv_heads: int) -> torch.Tensor:
+    """[B, Hq, 1, D] -> [B, kv_heads, group, D]: a GQA group's queries become query rows,
+    so a per-kv-head block mask keeps flex on its fast decode kernel (flex-notes.md)."""
+    B, Hq, _, D = q.shape
+    return q.reshape(B, kv_heads, Hq // kv_heads, D)
+
+
+def prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: LayerCache,
+            policy: Policy, attention_mask: torch.Tensor | None = None,
+            scale: float | None = None) -> torch.Tensor:
+    """Write a prompt into an empty cache and return its causal attention [B, Hq, T, D].
+
+    q: [B, Hq, T, D]; k, v: [B, H, T, D] after RoPE; attention_mask: [B, T] left padding.
+    """
+    B, Hq, T, D = q.shape
+    _check_layer_inputs(q, k, v, cache)
+    if bool((cache.length > 0).any()):
+        raise ValueError("prefill needs an empty cache; continue a sequence with decode_step.")
+    lengths = prompt_lengths(attention_mask, B, T, k.device)
+    longest = int(lengths.max())
+    if longest > cache.capacity:
+        raise ValueError(
+            f"a {longest}-token prompt does not fit the pool's {cache.capacity} tokens; "
+            "allocate the cache with prompt_tokens >= the longest prompt."
+        )
+    if not policy.keeps_all:
+        check_prompt_fits(policy.config, longest)
+    write_prompt(cache, k, v, lengths, pin=policy.config.keep_prefill)
+    scale = _scale(scale, D)
+    block_mask = prefill_block_mask(lengths, T)
+    return flex_attention(q, k.to(q.dtype), v.to(q.dtype), block_mask=block_mask,
+                          scale=scale, enable_gqa=Hq != k.shape[1])
+
+
+def decode_step_tensors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                        cache: LayerCache, policy: Policy, step: torch.Tensor,
+                        scale: float) -> torch.Tensor:
+    """One decode step, branch-free and sync-free. q [B, Hq, 1, D]; k, v [B, H, 1, D]."""
+    B, Hq, _, D = q.shape
+    H = k.shape[1]
+    opened = open_page_if_needed(cache, policy.eviction_key(cache, step), step)
+    policy.on_open(cache, opened, step)
+    append_token(cache, k, v)
+    query = fold_gqa(q, H).to(cache.k.dtype)  # [B, H, G, D]
+    scores = policy.score(query, cache, scale)
+    policy.update(cache, scores, step)
+    visible = policy.select(cache, scores, step)
+    slots = torch.arange(cache.num_slots, device=q.device).expand_as(cache.visible)
+    cache.visible.scatter_(-1, slots, visible.to(torch.int32))  # in place: read by mask_mod
+    block_mask = decode_block_mask(cache.visible, cache.page_size, query.shape[2])
+    out = flex_attention(query, cache.k, cache.v, block_mask=block_mask, scale=scale)
+    return out.reshape(B, Hq, 1, D).to(q.dtype)
+
+
+def decode_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: LayerCache,
+                policy: Policy, step: int | torch.Tensor,
+                scale: float | None = None) -> torch.Tensor:
+    """One checked decode step: append k, v, update the policy, attend. [B, Hq, 1, D]."""
+    _check_layer_inputs(q, k, v, cache)
+    if q.shape[2] != 1:
+        raise ValueError(
+            f"decode_step takes one new token per sequence, got {q.shape[2]}; "
+            "feed longer chunks token by token."
+        )
+    step = torch.as_tensor(step, dtype=torch.int64, device=q.device)
+    out = decode_step_tensors(q, k, v, cache, policy, step, _scale(scale, q.shape[-1]))
+    raise_if_overflowed(cache)
+    return out
+
+
+def raise_if_overflowed(cache: LayerCache) -> None:
+    """Host check of the sticky flag a keep-all pool raises when it runs out of slots."""
+    if bool(cache.overflow):
+        raise RuntimeError(
+            f"the keep-all pool of {cache.capacity} tokens is full; allocate it with a "
+            "larger max_new_tokens (its tokens were not evicted, the newest was dropped)."
+        )
+
+
+def attended_positions(cache: LayerCache, num_positions: int) -> torch.Tensor:
+    """Logical positions the last step attended: [B, H, num_positions] bool."""
+    B, H, S = cache.visible.shape
+    P = cache.page_size
+    offset = torch.arange(P, device=cache.visible.device)
+    position = cache.page_id[..., None] * P + offset  # [B, H, S, P]
+    seen = (offset < cache.visible[..., None]) & (cache.page_id[..., None] >= 0)
+    out = torch.zeros(B, H, num_positions + 1, dtype=torch.bool, device=seen.device)
+    target = torch.where(seen, position, num_positions).clamp(max=num_positions)
+    out.view(B * H, -1).scatter_(1, target.view(B * H, -1), True)
+    return out[..., :num_positions]
+
+
+def held_positions(cache: LayerCache, num_positions: int) -> torch.Tensor:
+    """Logical positions held in the pool (attended or not): [B, H, num_positions] bool."""
+    saved = cache.visible.clone()
+    cache.visible.copy_(cache.fill)
+    try:
+        return attended_positions(cache, num_positions)
+    finally:
+        cache.visible.copy_(saved)
+
+
+def _scale(scale: float | None, head_dim: int) -> float:
+    return 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
+
+
+def _check_layer_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                        cache: LayerCache) -> None:
+    check_dtype(q.dtype)
+    B, H, _, D = cache.k.shape
+    if k.shape[0] != B or k.shape[1] != H or k.shape[3] != D or k.shape != v.shape:
+        raise ValueError(
+            f"k/v shapes {tuple(k.shape)}/{tuple(v.shape)} do not match the cache "
+            f"[batch={B}, kv_heads={H}, *, head_dim={D}]; allocate the cache for this batch."
+        )
+    if q.shape[0] != B or q.shape[-1] != D or q.shape[1] % H or q.shape[2] != k.shape[2]:
+        raise ValueError(
+            f"q shape {tuple(q.shape)} does not fit k {tuple(k.shape)}: expected "
+            f"[{B}, a multiple of {H} heads, tokens, {D}]."
+        )
+    if q.device != cache.k.device or k.device != cache.k.device:
+        raise ValueError(f"inputs on {q.device}/{k.device}, cache on {cache.k.device}; "
+                         "move them to one device.")

@@ -1,0 +1,9 @@
+"""The bridge to FlexAttention: selections and prompts as BlockMasks."""
+
+from raas_flex.masks.decode import decode_block_mask, visible_tokens_mask_mod
+from raas_flex.masks.prefill import causal_padding_mask_mod, prefill_block_mask
+
+__all__ = [
+    "causal_padding_mask_mod", "decode_block_mask", "prefill_block_mask",
+    "visible_tokens_mask_mod",
+]

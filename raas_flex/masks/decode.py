@@ -1,0 +1,52 @@
+"""Decode BlockMask: which pool pages one step attends, per (sequence, kv head).
+
+Full pages go to the kernel's full-block list (no mask_mod call); the partly visible
+pages (in practice the page being filled) go to the partial list, where `mask_mod` hides
+their unwritten tail. Eager FlexAttention ignores the block lists and evaluates `mask_mod`
+everywhere, so `mask_mod` encodes the whole selection and eager and compiled agree.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn.attention.flex_attention import BlockMask
+
+# One query block holds every query row of a GQA group (decode folds the group into rows).
+QUERY_BLOCK = 128
+
+
+def visible_tokens_mask_mod(visible: torch.Tensor, page_size: int):
+    """mask_mod: token kv of the pool is attended iff its offset < visible[b, h, page].
+
+    `visible` must be a persistent buffer (updated in place with scatter_), not a tensor
+    computed inside the compiled graph: the CPU flex kernel cannot lower the latter.
+    """
+
+    def attend_visible_prefix(b, h, q_idx, kv_idx):
+        return (kv_idx % page_size) < visible[b, h, kv_idx // page_size]
+
+    return attend_visible_prefix
+
+
+def _slots_first(chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(count [B, H, 1] int32, indices [B, H, 1, S] int32) with the chosen slots first."""
+    order = torch.argsort((~chosen).to(torch.int8), dim=-1, stable=True)
+    return chosen.sum(-1, dtype=torch.int32)[..., None], order.to(torch.int32)[:, :, None, :]
+
+
+def decode_block_mask(visible: torch.Tensor, page_size: int, query_rows: int) -> BlockMask:
+    """BlockMask over a pool of S pages for `query_rows` query rows per kv head.
+
+    visible: [B, H, S] int32 persistent buffer, tokens of each page to attend.
+    """
+    full = visible == page_size
+    partial = (visible > 0) & ~full
+    partial_count, partial_index = _slots_first(partial)
+    full_count, full_index = _slots_first(full)
+    pool_tokens = visible.shape[-1] * page_size
+    return BlockMask.from_kv_blocks(
+        partial_count, partial_index, full_count, full_index,
+        BLOCK_SIZE=(QUERY_BLOCK, page_size),
+        mask_mod=visible_tokens_mask_mod(visible, page_size),
+        seq_lengths=(query_rows, pool_tokens),
+    )

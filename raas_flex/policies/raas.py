@@ -1,0 +1,51 @@
+"""raas: Reasoning-aware attention sparsity (arXiv 2502.11147), page version.
+
+Rule (algorithms.md): every page carries a timestamp, set to the step at which it was
+opened; at each decode step the pages judged important for the current query get the
+current step as timestamp; when a new page needs room and the budget is full, the unpinned
+page with the oldest timestamp is evicted (ties: the oldest page). Attention runs over every
+retained page, so a step costs O(L). Prompt pages are pinned unless keep_prefill=False.
+
+Importance (config.importance):
+  "top_ratio" (default): the top ceil(top_ratio · live pages) pages by score, top_ratio=0.5.
+  "alpha" [project choice]: pages whose softmax share of the page scores is >= alpha
+      (1e-4); with the bound as score the softmax is weighted by each page's fill.
+Scores (config.score_source): "bound" (default) the Quest min/max upper bound, max over the
+GQA group [project choice]; "exact" the page's exact attention mass (study option).
+Deviations: timestamps are kept per (sequence, kv head) [project choice]; the current page
+is scored like any other page.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from raas_flex.cache.pool import LayerCache
+from raas_flex.policies.base import Policy
+from raas_flex.policies.scores import log_page_mass, page_bound, top_fraction
+
+
+class RaaSPolicy(Policy):
+    name = "raas"
+
+    def eviction_key(self, cache: LayerCache, step: torch.Tensor) -> torch.Tensor:
+        return cache.timestamp
+
+    def score(self, q: torch.Tensor, cache: LayerCache, scale: float) -> torch.Tensor:
+        if self.config.score_source == "exact":
+            return log_page_mass(q, cache, scale)
+        return page_bound(q, cache, scale)
+
+    def important(self, cache: LayerCache, scores: torch.Tensor) -> torch.Tensor:
+        """[B, H, S] bool: the pages that keep a fresh timestamp this step."""
+        if self.config.importance == "top_ratio":
+            return top_fraction(scores, cache, self.config.top_ratio)
+        weights = scores
+        if self.config.score_source == "bound":
+            weights = scores + torch.log(cache.fill.clamp(min=1).float())
+        share = torch.softmax(weights, dim=-1)
+        return (cache.fill > 0) & (share >= self.config.alpha)
+
+    def update(self, cache: LayerCache, scores: torch.Tensor, step: torch.Tensor) -> None:
+        fresh = self.important(cache, scores)
+        cache.timestamp.copy_(torch.where(fresh, step, cache.timestamp))
