@@ -10,6 +10,7 @@ SUPPORTED_PAGE_SIZES = (16, 32, 64, 128)
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 IMPORTANCE_RULES = ("top_ratio", "alpha")
 SCORE_SOURCES = ("bound", "exact")
+ATTENTION_KERNELS = ("flex", "sdpa")
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,9 @@ class RaaSConfig:
     score_source: "bound" uses Quest's min/max upper bound (the paper's page version);
         "exact" uses each page's exact attention mass (a study option, costs one extra pass).
     dense_layers: the first `dense_layers` layers keep every token (Quest keeps 2).
+    attention_kernel: "flex" (default) runs decode through FlexAttention block masks;
+        "sdpa" attends the identical selection through a materialised boolean mask and
+        SDPA, for fast eager CPU runs (eager flex costs ~10 ms a call) and cross-checks.
     """
 
     budget: int = 1024
@@ -39,6 +43,7 @@ class RaaSConfig:
     alpha: float = 1e-4
     score_source: str = "bound"
     dense_layers: int = 0
+    attention_kernel: str = "flex"
 
     def __post_init__(self) -> None:
         from raas_flex.policies import available_policies  # late: policies import config
@@ -70,6 +75,10 @@ class RaaSConfig:
             raise ValueError(f"importance={self.importance!r}; choose one of {IMPORTANCE_RULES}.")
         if self.score_source not in SCORE_SOURCES:
             raise ValueError(f"score_source={self.score_source!r}; choose one of {SCORE_SOURCES}.")
+        if self.attention_kernel not in ATTENTION_KERNELS:
+            raise ValueError(
+                f"attention_kernel={self.attention_kernel!r}; choose one of {ATTENTION_KERNELS}."
+            )
         if not 0.0 < self.top_ratio <= 1.0:
             raise ValueError(f"top_ratio={self.top_ratio} must lie in (0, 1]; the paper uses 0.5.")
         if not 0.0 < self.alpha < 1.0:

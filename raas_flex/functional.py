@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch.nn.attention.flex_attention import flex_attention
 
 from raas_flex.cache import (
@@ -17,7 +18,9 @@ from raas_flex.cache import (
     write_prompt,
 )
 from raas_flex.config import RaaSConfig, check_dtype
-from raas_flex.masks import decode_block_mask, prefill_block_mask
+from raas_flex.masks import (
+    causal_padding_mask, decode_block_mask, prefill_block_mask, visible_token_mask,
+)
 from raas_flex.policies import Policy
 from raas_flex.sizing import check_prompt_fits, pool_slots
 
@@ -62,10 +65,14 @@ def prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: LayerCache
     if not policy.keeps_all:
         check_prompt_fits(policy.config, longest)
     write_prompt(cache, k, v, lengths, pin=policy.config.keep_prefill)
-    scale = _scale(scale, D)
+    scale, k, v = _scale(scale, D), k.to(q.dtype), v.to(q.dtype)
+    gqa = Hq != k.shape[1]
+    if policy.config.attention_kernel == "sdpa":
+        mask = causal_padding_mask(lengths, T)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale,
+                                              enable_gqa=gqa)
     block_mask = prefill_block_mask(lengths, T)
-    return flex_attention(q, k.to(q.dtype), v.to(q.dtype), block_mask=block_mask,
-                          scale=scale, enable_gqa=Hq != k.shape[1])
+    return flex_attention(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=gqa)
 
 
 def decode_step_tensors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -83,9 +90,19 @@ def decode_step_tensors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     visible = policy.select(cache, scores, step)
     slots = torch.arange(cache.num_slots, device=q.device).expand_as(cache.visible)
     cache.visible.scatter_(-1, slots, visible.to(torch.int32))  # in place: read by mask_mod
-    block_mask = decode_block_mask(cache.visible, cache.page_size, query.shape[2])
-    out = flex_attention(query, cache.k, cache.v, block_mask=block_mask, scale=scale)
+    out = attend_visible(query, cache, scale, policy.config.attention_kernel)
     return out.reshape(B, Hq, 1, D).to(q.dtype)
+
+
+def attend_visible(query: torch.Tensor, cache: LayerCache, scale: float,
+                   kernel: str = "flex") -> torch.Tensor:
+    """Attention of query [B, H, G, D] over the pool tokens `cache.visible` selects."""
+    if kernel == "sdpa":
+        mask = visible_token_mask(cache.visible, cache.page_size)
+        return F.scaled_dot_product_attention(query, cache.k, cache.v, attn_mask=mask,
+                                              scale=scale)
+    block_mask = decode_block_mask(cache.visible, cache.page_size, query.shape[2])
+    return flex_attention(query, cache.k, cache.v, block_mask=block_mask, scale=scale)
 
 
 def decode_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: LayerCache,

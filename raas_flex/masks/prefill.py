@@ -26,3 +26,12 @@ def prefill_block_mask(lengths: torch.Tensor, seq_len: int) -> BlockMask:
         causal_padding_mask_mod(first_real), B=lengths.shape[0], H=None,
         Q_LEN=seq_len, KV_LEN=seq_len, device=lengths.device,
     )
+
+
+def causal_padding_mask(lengths: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """The same rule as a [B, 1, T, T] bool tensor, for the "sdpa" kernel."""
+    mask_mod = causal_padding_mask_mod(seq_len - lengths)
+    b = torch.arange(lengths.shape[0], device=lengths.device)[:, None, None, None]
+    q = torch.arange(seq_len, device=lengths.device)[None, None, :, None]
+    kv = torch.arange(seq_len, device=lengths.device)[None, None, None, :]
+    return mask_mod(b, 0, q, kv)
