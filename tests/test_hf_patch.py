@@ -1,5 +1,7 @@
 """apply_raas / remove_raas round trip, explicit caches, continuation, refused modes."""
 
+import inspect
+
 import pytest
 import torch
 from transformers import DynamicCache
@@ -63,6 +65,16 @@ def test_second_generate_continues_the_cache(model, patched):
     greedy(model, again, None, 1, past_key_values=cache)  # fills the cache with `again`
     got = greedy(model, extra, None, 10, past_key_values=cache)
     assert torch.equal(got, expected)
+
+
+def test_compiled_forward_keeps_the_signature(model):
+    signature = inspect.signature(model.forward)
+    apply_raas(model, budget=64, compile=True)  # torch.compile is lazy: nothing compiles here
+    try:
+        assert inspect.signature(model.forward) == signature
+    finally:
+        remove_raas(model)
+    assert "forward" not in vars(model)
 
 
 def test_apply_twice_and_remove_unpatched_are_refused(model, patched):

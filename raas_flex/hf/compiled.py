@@ -8,6 +8,7 @@ recompile every step. The keep-all overflow flag is checked after the call, on t
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import torch
@@ -23,6 +24,10 @@ class CompiledDecode:
 
     def __init__(self, forward: Callable) -> None:
         self.eager = forward
+        # generate() reads forward's signature (position_ids, attention_mask, logits_to_keep):
+        # without this it would build no position_ids and left-padded rows would shift.
+        self.__wrapped__ = forward
+        self.__signature__ = inspect.signature(forward)
         self.graphs = 0
         self.compiled = torch.compile(forward, fullgraph=True, dynamic=False,
                                       backend=self._backend)
