@@ -23,7 +23,7 @@ class ProgressStreamer(BaseStreamer):
     """tqdm bar over generated tokens; generate() first sends the prompt, then each step."""
 
     def __init__(self, total: int) -> None:
-        self.bar = tqdm(total=total, unit="tok", desc="decode")
+        self.bar = tqdm(total=total, unit="step", desc="decode")
         self.prompt_seen = False
 
     def put(self, value: torch.Tensor) -> None:
