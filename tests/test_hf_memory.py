@@ -108,3 +108,18 @@ def test_prompt_that_fills_the_budget_is_refused(model):
             greedy(model, ids, mask, 4)
     finally:
         remove_raas(model)
+
+
+def test_keep_all_continuation_beyond_its_pool_is_refused(model):
+    ids, mask = prompts((8,))
+    apply_raas(model, budget=BUDGET, page_size=PAGE, policy="dense")
+    try:
+        first = greedy(model, ids, mask, 10, return_dict_in_generate=True)
+        with pytest.raises(ValueError, match="cannot grow"):
+            greedy(model, first.sequences, None, 40, past_key_values=first.past_key_values)
+        roomy = RaaSCache.for_model(model, max_cache_len=64)
+        first = greedy(model, ids, mask, 10, past_key_values=roomy, return_dict_in_generate=True)
+        more = greedy(model, first.sequences, None, 30, past_key_values=roomy)
+        assert more.shape == (1, 8 + 40)
+    finally:
+        remove_raas(model)

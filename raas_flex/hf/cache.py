@@ -165,8 +165,9 @@ class RaaSCache(Cache):
                     f"this cache's keep-all pools were sized for {layer.max_cache_len} tokens "
                     f"and cannot grow to {value}; start a new RaaSCache(max_cache_len={value})."
                 )
-            if layer.pool is None:
-                layer.max_cache_len = value
+            if layer.pool is None and value is not None:
+                # a caller's larger max_cache_len (room for later continuations) is kept
+                layer.max_cache_len = max(value, layer.max_cache_len or 0)
 
     @property
     def is_prefilled(self) -> bool:
