@@ -101,11 +101,12 @@ def dense_kv_bytes(model: torch.nn.Module, batch: int, tokens: int) -> int:
 
 
 def print_summary(summary: dict) -> None:
-    ratio = summary["kv_bytes"] / max(summary["dense_kv_bytes"], 1)
+    held, meta, dense = (summary[k] / 2**20 for k in ("kv_bytes", "metadata_bytes",
+                                                         "dense_kv_bytes"))
     print(f"{summary['new_tokens']} tokens in {summary['seconds']:.2f} s: "
           f"{summary['tokens_per_s']:.1f} tokens/s on {summary['device']}")
-    print(f"KV held: {summary['kv_bytes'] / 2**20:.2f} MiB (+{summary['metadata_bytes'] / 2**20:.2f}"
-          f" MiB metadata) vs {summary['dense_kv_bytes'] / 2**20:.2f} MiB dense ({ratio:.1%})")
+    print(f"KV held: {held:.2f} MiB (+{meta:.2f} MiB metadata) vs {dense:.2f} MiB dense "
+          f"({held / max(dense, 1e-12):.1%})")
     print(json.dumps(summary))
 
 

@@ -50,6 +50,8 @@ def test_cache_bytes_bounded_and_independent_of_length(model):
             assert meta <= 0.10 * kv
         seen = max(LENGTHS) + new_tokens
         for layer in cache.layers:
+            # pads are never written: each row counts only its real tokens
+            assert layer.pool.length.tolist() == [n + new_tokens - 1 for n in LENGTHS]
             held = held_positions(layer.pool, seen).sum(-1)  # [B, H]
             assert int(held.max()) <= BUDGET
         assert cache.nbytes() == tuple(map(sum, zip(*per_layer)))

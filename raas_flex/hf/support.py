@@ -20,7 +20,8 @@ def check_supported(model: torch.nn.Module) -> int:
     if config is None:
         raise TypeError(f"{type(model).__name__} has no .config; pass a transformers model.")
     kind = getattr(config, "model_type", "?")
-    if getattr(config, "is_encoder_decoder", False) or getattr(config, "add_cross_attention", False):
+    cross = getattr(config, "add_cross_attention", False)
+    if getattr(config, "is_encoder_decoder", False) or cross:
         raise ValueError(f"{kind}: encoder-decoder / cross-attention models are not supported; "
                          "RaaS budgets a decoder-only self-attention cache.")
     if any(getattr(config, name, None) for name in MLA_FIELDS):
