@@ -9,5 +9,18 @@ from raas_flex.policies import available_policies, make_policy
 __all__ = [
     "RaaSConfig", "attended_positions", "available_policies", "decode_step",
     "held_positions", "make_policy", "new_layer_cache", "prefill",
+    "RaaSCache", "apply_raas", "remove_raas",
 ]
+
 __version__ = "0.1.0"
+
+_HF_NAMES = ("RaaSCache", "apply_raas", "remove_raas")
+
+
+def __getattr__(name: str):
+    """The Hugging Face names load on first use, so `import raas_flex` needs no transformers."""
+    if name in _HF_NAMES:
+        from raas_flex import hf
+
+        return getattr(hf, name)
+    raise AttributeError(f"module 'raas_flex' has no attribute {name!r}")

@@ -1,0 +1,37 @@
+"""Shared helpers for the Hugging Face tests: fast CPU settings and left-padded prompts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.attention.flex_attention as flex_module
+
+PAD = 0
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fast_cpu():
+    """One thread (the CPU is shared; oversubscribed threads spin) and flex's eager
+    reference called directly instead of re-traced by dynamo on every call. Both only
+    change speed: the same math runs. Restored after the module."""
+    threads = torch.get_num_threads()
+    debug = flex_module._FLEX_ATTENTION_DISABLE_COMPILE_DEBUG
+    torch.set_num_threads(1)
+    flex_module._FLEX_ATTENTION_DISABLE_COMPILE_DEBUG = True
+    yield
+    flex_module._FLEX_ATTENTION_DISABLE_COMPILE_DEBUG = debug
+    torch.set_num_threads(threads)
+
+
+def prompts(lengths: tuple[int, ...], vocab: int = 128, seed: int = 0):
+    """(input_ids, attention_mask), left-padded to the longest of `lengths`."""
+    gen = torch.Generator().manual_seed(seed)
+    T = max(lengths)
+    ids = torch.randint(2, vocab, (len(lengths), T), generator=gen)
+    mask = (torch.arange(T) >= T - torch.tensor(lengths)[:, None]).long()
+    return ids.masked_fill(mask == 0, PAD), mask
+
+
+def greedy(model, ids, mask, new_tokens: int, **kwargs):
+    return model.generate(ids, attention_mask=mask, max_new_tokens=new_tokens,
+                          do_sample=False, **kwargs)

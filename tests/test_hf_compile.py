@@ -1,0 +1,31 @@
+"""compile=True: one fullgraph decode graph, no recompiles across steps and page boundaries,
+the same tokens as eager RaaS decode (with evictions). One compile for the whole module."""
+
+import torch
+
+from _hf_common import fast_cpu, greedy, prompts  # noqa: F401
+from raas_flex import apply_raas, remove_raas
+from raas_flex.hf.patch import raas_state
+from raas_flex.hf.tiny import tiny_model
+
+NEW_TOKENS = 60  # 12 + 60 tokens through a 64-token budget: 4 page openings, evictions
+
+
+def test_compiled_decode_one_graph_same_tokens():
+    model = tiny_model("llama")
+    ids, mask = prompts((12, 7))
+    apply_raas(model, budget=64, page_size=16)
+    eager = greedy(model, ids, mask, NEW_TOKENS)
+    remove_raas(model)
+
+    apply_raas(model, budget=64, page_size=16, compile=True)
+    compiled = raas_state(model).compiled
+    torch._dynamo.utils.counters.clear()
+    got = greedy(model, ids, mask, NEW_TOKENS)
+    assert compiled.graphs == 1  # 59 decode steps, page boundaries included: no recompile
+    assert sum(torch._dynamo.utils.counters["graph_break"].values()) == 0
+    assert torch.equal(got, eager)
+    again = greedy(model, ids, mask, NEW_TOKENS)  # a fresh RaaSCache reuses the graph
+    assert compiled.graphs == 1 and torch.equal(again, eager)
+    remove_raas(model)
+    assert "forward" not in vars(model)

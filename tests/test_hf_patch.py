@@ -1,0 +1,132 @@
+"""apply_raas / remove_raas round trip, explicit caches, continuation, refused modes."""
+
+import inspect
+
+import pytest
+import torch
+from transformers import DynamicCache
+
+from _hf_common import fast_cpu, greedy, prompts  # noqa: F401
+from raas_flex import RaaSCache, apply_raas, remove_raas
+from raas_flex.hf.patch import GENERATE_HOOK, STATE_ATTR, attention_modules
+from raas_flex.hf.tiny import tiny_model
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model("qwen3")
+
+
+@pytest.fixture
+def patched(model):
+    apply_raas(model, budget=256, page_size=16)
+    yield model
+    if hasattr(model, STATE_ATTR):
+        remove_raas(model)
+
+
+def test_remove_restores_outputs_and_model(model):
+    ids, mask = prompts((9, 4), seed=3)
+    before = greedy(model, ids, mask, 24)
+    logits_before = model(ids, attention_mask=mask).logits
+    apply_raas(model, budget=48, page_size=16)  # small: evicts
+    patched_out = greedy(model, ids, mask, 24)
+    remove_raas(model)
+    assert model.config._attn_implementation == "sdpa"
+    assert GENERATE_HOOK not in vars(model)
+    assert all(not m._forward_pre_hooks for m in attention_modules(model, 2))
+    assert torch.equal(greedy(model, ids, mask, 24), before)
+    assert torch.equal(model(ids, attention_mask=mask).logits, logits_before)
+    assert patched_out.shape == before.shape
+
+
+def test_explicit_cache_and_return_dict(patched):
+    ids, mask = prompts((7,))
+    cache = RaaSCache.for_model(patched)
+    out = greedy(patched, ids, mask, 12, past_key_values=cache, return_dict_in_generate=True)
+    assert out.past_key_values is cache
+    assert int(cache.get_seq_length()) == 7 + 12 - 1
+
+
+def test_second_generate_continues_the_cache(model, patched):
+    ids, mask = prompts((7,), seed=5)
+    remove_raas(model)
+    expected_40 = greedy(model, ids, mask, 40)
+    apply_raas(model, budget=256, page_size=16)
+    first = greedy(model, ids, mask, 20, return_dict_in_generate=True)
+    again = greedy(model, first.sequences, None, 20, past_key_values=first.past_key_values)
+    assert torch.equal(again, expected_40)
+    # a continuation chunk of several new tokens runs token by token through the policy
+    extra = torch.cat([again, torch.tensor([[5, 6, 7, 8, 9]])], dim=1)
+    remove_raas(model)
+    expected = greedy(model, extra, None, 10)
+    apply_raas(model, budget=256, page_size=16)
+    cache = RaaSCache.for_model(model)
+    greedy(model, again, None, 1, past_key_values=cache)  # fills the cache with `again`
+    got = greedy(model, extra, None, 10, past_key_values=cache)
+    assert torch.equal(got, expected)
+
+
+def test_compiled_forward_keeps_the_signature(model):
+    signature = inspect.signature(model.forward)
+    apply_raas(model, budget=64, compile=True)  # torch.compile is lazy: nothing compiles here
+    try:
+        assert inspect.signature(model.forward) == signature
+    finally:
+        remove_raas(model)
+    assert "forward" not in vars(model)
+
+
+def test_apply_twice_and_remove_unpatched_are_refused(model, patched):
+    with pytest.raises(ValueError, match="already applied"):
+        apply_raas(model)
+    remove_raas(model)
+    with pytest.raises(ValueError, match="not patched"):
+        remove_raas(model)
+
+
+def test_unknown_option_names_the_valid_ones(model):
+    with pytest.raises(TypeError, match="valid"):
+        apply_raas(model, budgt=64)
+    assert not hasattr(model, STATE_ATTR)
+
+
+@pytest.mark.parametrize("options, error, match", [
+    ({"budget": 100}, ValueError, "multiple of page_size"),
+    ({"page_size": 24}, ValueError, "page_size"),
+    ({"policy": "nope"}, ValueError, "unknown policy"),
+    ({"dense_layers": 3}, ValueError, "dense_layers"),
+])
+def test_bad_options_are_refused(model, options, error, match):
+    with pytest.raises(error, match=match):
+        apply_raas(model, **options)
+    assert model.config._attn_implementation == "sdpa"
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"num_beams": 2}, ValueError, "not supported with RaaS"),
+    ({"past_key_values": "dynamic"}, TypeError, "RaaSCache"),
+    ({"use_cache": False}, ValueError, "use_cache"),
+    ({"cache_implementation": "static"}, ValueError, "cache_implementation"),
+])
+def test_refused_generate_modes(patched, kwargs, error, match):
+    ids, mask = prompts((6,))
+    if kwargs.get("past_key_values") == "dynamic":
+        kwargs = {"past_key_values": DynamicCache(config=patched.config)}
+    with pytest.raises(error, match=match):
+        greedy(patched, ids, mask, 4, **kwargs)
+
+
+def test_plain_forward_without_raas_cache_is_refused(patched):
+    ids, _ = prompts((6,))
+    with pytest.raises(ValueError, match="RaaSCache"):
+        patched(ids, use_cache=False)
+
+
+def test_raas_cache_on_unpatched_model_is_refused(model):
+    apply_raas(model, budget=64)
+    cache = RaaSCache.for_model(model)
+    remove_raas(model)
+    ids, mask = prompts((6,))
+    with pytest.raises(RuntimeError, match="not patched"):
+        greedy(model, ids, mask, 3, past_key_values=cache)
