@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from _hf_common import fast_cpu  # noqa: F401
+from tests._hf_common import fast_cpu  # noqa: F401
 from raas_flex.cli import main
 
 

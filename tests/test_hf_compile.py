@@ -3,7 +3,7 @@ the same tokens as eager RaaS decode (with evictions). One compile for the whole
 
 import torch
 
-from _hf_common import fast_cpu, greedy, prompts  # noqa: F401
+from tests._hf_common import fast_cpu, greedy, prompts  # noqa: F401
 from raas_flex import apply_raas, remove_raas
 from raas_flex.hf.patch import raas_state
 from raas_flex.hf.tiny import tiny_model

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from _hf_common import fast_cpu, greedy, prompts  # noqa: F401  (fast_cpu: autouse fixture)
+from tests._hf_common import fast_cpu, greedy, prompts  # noqa: F401  (fast_cpu: autouse fixture)
 from raas_flex import apply_raas, remove_raas
 from raas_flex.hf.tiny import FAMILIES, tiny_model
 

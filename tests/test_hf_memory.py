@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from _hf_common import fast_cpu, greedy, prompts  # noqa: F401
+from tests._hf_common import fast_cpu, greedy, prompts  # noqa: F401
 from raas_flex import RaaSCache, apply_raas, held_positions, remove_raas
 from raas_flex.hf.tiny import tiny_model
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from _hf_common import fast_cpu, greedy, prompts  # noqa: F401
+from tests._hf_common import fast_cpu, greedy, prompts  # noqa: F401
 from raas_flex import RaaSCache, apply_raas, remove_raas
 from raas_flex.hf.patch import GENERATE_HOOK, STATE_ATTR, attention_modules
 from raas_flex.hf.tiny import tiny_model
