@@ -21,6 +21,10 @@ from raas_flex.masks import decode_block_mask, prefill_block_mask
 from raas_flex.policies import Policy
 from raas_flex.sizing import check_prompt_fits, pool_slots
 
+# kernel_options for the decode flex_attention call (None: torch's defaults); benchmarks
+# set it to tune the split-KV decode kernel, see bench/NOTES.md.
+DECODE_KERNEL_OPTIONS: dict | None = None
+
 
 def new_layer_cache(config: RaaSConfig, policy: Policy, batch: int, kv_heads: int,
                     head_dim: int, prompt_tokens: int, max_new_tokens: int | None = None,
@@ -84,7 +88,8 @@ def decode_step_tensors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     slots = torch.arange(cache.num_slots, device=q.device).expand_as(cache.visible)
     cache.visible.scatter_(-1, slots, visible.to(torch.int32))  # in place: read by mask_mod
     block_mask = decode_block_mask(cache.visible, cache.page_size, query.shape[2])
-    out = flex_attention(query, cache.k, cache.v, block_mask=block_mask, scale=scale)
+    out = flex_attention(query, cache.k, cache.v, block_mask=block_mask, scale=scale,
+                         kernel_options=DECODE_KERNEL_OPTIONS)
     return out.reshape(B, Hq, 1, D).to(q.dtype)
 
 
