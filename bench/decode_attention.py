@@ -86,6 +86,14 @@ def run(args: argparse.Namespace, out: str) -> dict:
                 record(name, n, L, P, B, case)
                 if name == "raas" and (main or n == 128 * K):
                     record("flex_pool", n, L, P, B, cases.flex_over_pool(cache, B, gen))
+                if name == "raas":
+                    record("raas_fused", n, L, P, B, cases.raas_fused_step(n, L, P, B, gen))
+                    if main:
+                        record("raas_fused_eager", n, L, P, B, cases.raas_fused_step(
+                            n, L, P, B, gen, compiled=False))
+                    if main:
+                        record("raas_fused_split2x", n, L, P, B, cases.raas_fused_step(
+                            n, L, P, B, gen, cases.split_kv_2x(B)))
                 del case, cache
                 torch.cuda.empty_cache()
     return dict(bandwidth_Bps=bw, launch_ms=launch, rows=rows)
