@@ -25,8 +25,10 @@ K = 1024
 DEFAULT = dict(L=2048, P=16, B=1)
 
 
-def grid(quick: bool) -> list[tuple[int, int, int]]:
+def grid(quick: bool, followup: bool = False) -> list[tuple[int, int, int]]:
     """(L, P, batch) step configurations; each is timed at every N (RaaS cost is N-free)."""
+    if followup:
+        return [(2048, 16, 1), (2048, 128, 1), (4096, 16, 1)]
     if quick:
         return [(2048, 16, 1)]
     configs = [(2048, 16, 1)]
@@ -40,7 +42,8 @@ def run(args: argparse.Namespace, out: str) -> dict:
     torch._dynamo.config.cache_size_limit = 512
     torch._dynamo.config.accumulated_cache_size_limit = 4096
     gen = torch.Generator(device="cuda").manual_seed(0)
-    ns = [4 * K, 16 * K, 64 * K, 128 * K] if not args.quick else [4 * K, 128 * K]
+    ns = [4 * K, 128 * K] if args.quick or args.followup else [4 * K, 16 * K, 64 * K, 128 * K]
+    configs = grid(args.quick, args.followup)
     bw = copy_bandwidth()
     launch = launch_ms()
     print(f"copy bandwidth {bw / 1e9:.0f} GB/s, one graphed kernel launch {launch * 1e3:.1f} us",
@@ -68,19 +71,20 @@ def run(args: argparse.Namespace, out: str) -> dict:
         with open(out + ".partial", "w") as f:  # survives a run cut off at its time limit
             json.dump(rows, f)
 
-    for B in sorted({b for _, _, b in grid(args.quick)}):
+    for B in sorted({b for _, _, b in configs}):
         for n in ns:
             record("sdpa", n, None, None, B, cases.sdpa_dense(n, B, gen))
-            record("flex_dense", n, None, None, B, cases.flex_dense(n, B, gen))
+            if not args.followup:
+                record("flex_dense", n, None, None, B, cases.flex_dense(n, B, gen))
             torch.cuda.empty_cache()
-    for L, P, B in grid(args.quick):
+    for L, P, B in configs:
         main = (L, P, B) == (DEFAULT["L"], DEFAULT["P"], DEFAULT["B"])
         for name in rf.available_policies():
             keeps_all = rf.policies.policy_class(name).keeps_all
             if keeps_all and not (P == 16 and L == 2048):
                 continue  # keep-all pools do not depend on L; time them at P=16 only
             for n in ns:
-                if keeps_all and B > 1 and n != 128 * K:
+                if keeps_all and (B > 1 or args.followup) and n != 128 * K:
                     continue
                 case, cache = cases.policy_step(name, n, L, P, B, gen)
                 record(name, n, L, P, B, case)
@@ -88,10 +92,10 @@ def run(args: argparse.Namespace, out: str) -> dict:
                     record("flex_pool", n, L, P, B, cases.flex_over_pool(cache, B, gen))
                 if name == "raas":
                     record("raas_fused", n, L, P, B, cases.raas_fused_step(n, L, P, B, gen))
-                    if main:
+                    if main or args.followup:
                         record("raas_fused_eager", n, L, P, B, cases.raas_fused_step(
                             n, L, P, B, gen, compiled=False))
-                    if main:
+                    if main and not args.followup:
                         record("raas_fused_split2x", n, L, P, B, cases.raas_fused_step(
                             n, L, P, B, gen, cases.split_kv_2x(B)))
                 del case, cache
@@ -120,6 +124,8 @@ def table(rows: list[dict], n: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="one config, two N")
+    parser.add_argument("--followup", action="store_true",
+                        help="after a kernel change: 3 configs, N in {4k, 128k}, no flex_dense")
     parser.add_argument("--out", default=None, help="JSON path")
     args = parser.parse_args()
     import triton

@@ -126,10 +126,19 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--variants", action="store_true")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--only-fused", action="store_true",
+                        help="only check and profile the fused RaaS step")
     args = parser.parse_args()
     import triton
     print(torch.__version__, triton.__version__, torch.cuda.get_device_name(), flush=True)
     torch._dynamo.config.cache_size_limit = 512
+    if args.only_fused:
+        check_fused(1, 128 * 1024, 2048, 16, 40)
+        check_fused(4, 16 * 1024, 1024, 64, 140)
+        check_fused(2, 8 * 1024, 4096, 16, 40)
+        case = cases.raas_fused_step(128 * 1024, 2048, 16, 1, torch.Generator(device="cuda"))
+        profile(case[0], "raas fused step P=16")
+        return
     t0 = time.time()
     check("raas", 2, 4096, 512, 16, 40)
     print(f"  (compile + check {time.time() - t0:.1f}s)")

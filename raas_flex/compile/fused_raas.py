@@ -75,24 +75,26 @@ def _raas_manage(q_ptr, k_ptr, v_ptr, kpool_ptr, vpool_ptr, kmin_ptr, kmax_ptr,
     tl.store(vpool_ptr + kv_out, tl.load(v_ptr + kv_in))
     fill = tl.where(s == current, fill + 1, fill)
 
-    # Quest bounds, max over the GQA group; the current row's min/max updated on the way.
+    # The current row's min/max, then a barrier so every thread's tile loads below see it;
+    # the tile loop then holds only loads, which the compiler can keep in flight together
+    # (the first version stored inside the loop, serialising ~16 DRAM round trips).
+    key = tl.load(k_ptr + kv_in).to(tl.float32)
+    cur_row = (pid * S + current) * D + d
+    lo = tl.minimum(tl.where(need, float("inf"), tl.load(kmin_ptr + cur_row)), key)
+    hi = tl.maximum(tl.where(need, float("-inf"), tl.load(kmax_ptr + cur_row)), key)
+    tl.store(kmin_ptr + cur_row, lo)
+    tl.store(kmax_ptr + cur_row, hi)
+    tl.debug_barrier()
+
+    # Quest bounds, max over the GQA group.
     g = tl.arange(0, GB)
     g_ok = g < G
     acc = tl.zeros((GB, SB), dtype=tl.float32)
     for c in tl.static_range(0, D, DC):
         dc = c + tl.arange(0, DC)
-        key = tl.load(k_ptr + pid * D + dc).to(tl.float32)
-        cur_row = (pid * S + current) * D + dc
-        lo = tl.minimum(tl.where(need, float("inf"), tl.load(kmin_ptr + cur_row)), key)
-        hi = tl.maximum(tl.where(need, float("-inf"), tl.load(kmax_ptr + cur_row)), key)
-        tl.store(kmin_ptr + cur_row, lo)
-        tl.store(kmax_ptr + cur_row, hi)
         tile = (pid * S + s[:, None]) * D + dc[None, :]
         kmin = tl.load(kmin_ptr + tile, mask=ok[:, None], other=0.0)
         kmax = tl.load(kmax_ptr + tile, mask=ok[:, None], other=0.0)
-        is_cur = (s == current)[:, None]
-        kmin = tl.where(is_cur, lo[None, :], kmin)
-        kmax = tl.where(is_cur, hi[None, :], kmax)
         kmin = tl.where(kmin == float("inf"), 0.0, kmin)
         kmax = tl.where(kmax == float("-inf"), 0.0, kmax)
         qc = tl.load(q_ptr + (pid * G + g[:, None]) * D + dc[None, :], mask=g_ok[:, None],
