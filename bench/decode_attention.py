@@ -112,7 +112,8 @@ def add_ratios(rows: list[dict]) -> None:
 
 
 def table(rows: list[dict], n: int) -> str:
-    lines = [f"N={n // K}k  method        L     P   B   median_us  floor_us  x(floor+launch)  sdpa/this"]
+    lines = [f"N={n // K}k  method        L     P   B   median_us  floor_us  "
+             "x(floor+launch)  sdpa/this"]
     for r in rows:
         if r["N"] == n and r["median_ms"]:
             lines.append(f"      {r['method']:<12} {str(r['L']):>5} {str(r['page_size']):>4} "

@@ -86,7 +86,8 @@ def check_fused(batch: int, n: int, budget: int, page: int, steps: int,
             differ.append((i, bad))
             for f in STATE + ("k", "v", "kmin", "kmax", "overflow"):
                 getattr(eager, f).copy_(getattr(cache, f))
-    print(f"check fused (compiled={compiled}) B={batch} N={n} L={budget} P={page}: {steps} steps, rel err vs f64 "
+    print(f"check fused (compiled={compiled}) B={batch} N={n} L={budget} P={page}: "
+          f"{steps} steps, rel err vs f64 "
           f"{worst_ref:.2e}, vs eager {worst_eager:.2e}, steps with state differing "
           f"{len(differ)} {differ[:3]}", flush=True)
 

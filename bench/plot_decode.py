@@ -16,7 +16,8 @@ def plot(json_path: str, png_path: str, batch: int = 1, budget: int = 2048,
         data = json.load(f)
     series: dict[str, list[tuple[int, float]]] = {}
     for r in data["rows"]:
-        if not r["median_ms"] or r["batch"] != batch or r["L"] not in (None, budget) or r["page_size"] not in (None, page):
+        if (not r["median_ms"] or r["batch"] != batch or r["L"] not in (None, budget)
+                or r["page_size"] not in (None, page)):
             continue
         series.setdefault(r["method"], []).append((r["N"], r["median_ms"] * 1e3))
     fig, ax = plt.subplots(figsize=(7, 4.5))
