@@ -24,6 +24,10 @@ from raas_flex.masks import (
 from raas_flex.policies import Policy
 from raas_flex.sizing import check_prompt_fits, pool_slots
 
+# kernel_options for the decode flex_attention call (None: torch's defaults); benchmarks
+# set it to tune the split-KV decode kernel, see bench/NOTES.md.
+DECODE_KERNEL_OPTIONS: dict | None = None
+
 
 def new_layer_cache(config: RaaSConfig, policy: Policy, batch: int, kv_heads: int,
                     head_dim: int, prompt_tokens: int, max_new_tokens: int | None = None,
@@ -102,7 +106,8 @@ def attend_visible(query: torch.Tensor, cache: LayerCache, scale: float,
         return F.scaled_dot_product_attention(query, cache.k, cache.v, attn_mask=mask,
                                               scale=scale)
     block_mask = decode_block_mask(cache.visible, cache.page_size, query.shape[2])
-    return flex_attention(query, cache.k, cache.v, block_mask=block_mask, scale=scale)
+    return flex_attention(query, cache.k, cache.v, block_mask=block_mask, scale=scale,
+                          kernel_options=DECODE_KERNEL_OPTIONS)
 
 
 def decode_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: LayerCache,

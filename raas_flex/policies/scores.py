@@ -8,17 +8,27 @@ import torch
 
 from raas_flex.cache.pool import LayerCache
 
+FUSED_BOUND_ELEMENTS = 1 << 24  # G·B·H·S·D up to which page_bound is one fused reduction
+PAIRWISE_RANK_SLOTS = 512  # slots up to which ranks are counted pairwise, not sorted
+
 
 def page_bound(q: torch.Tensor, cache: LayerCache, scale: float) -> torch.Tensor:
     """Quest upper bound on max_{k in page} q·k·scale, max over the GQA group.
 
     q: [B, H, G, D]. Returns [B, H, S] float32, -inf for empty slots.
-    sum_i max(q_i kmin_i, q_i kmax_i) == q⁺·kmax + q⁻·kmin, two batched matmuls.
+    sum_i max(q_i kmin_i, q_i kmax_i) == q⁺·kmax + q⁻·kmin. Small pools compute it as one
+    broadcast-and-reduce (one fused kernel; two fp32 GEMM launches cost ~10 us on an H100);
+    large ones as two batched matmuls, so eager mode never materialises [B, H, G, S, D].
     """
     qf = q.float()
     kmax = torch.nan_to_num(cache.kmax, neginf=0.0)  # empty slots: masked below
     kmin = torch.nan_to_num(cache.kmin, posinf=0.0)
-    bound = qf.clamp(min=0) @ kmax.transpose(-1, -2) + qf.clamp(max=0) @ kmin.transpose(-1, -2)
+    if qf.shape[2] * kmax.numel() <= FUSED_BOUND_ELEMENTS:
+        qe = qf[:, :, :, None, :]  # [B, H, G, 1, D]
+        bound = (qe.clamp(min=0) * kmax[:, :, None] + qe.clamp(max=0) * kmin[:, :, None]).sum(-1)
+    else:
+        bound = (qf.clamp(min=0) @ kmax.transpose(-1, -2)
+                 + qf.clamp(max=0) @ kmin.transpose(-1, -2))
     bound = bound.amax(2) * scale  # [B, H, S]
     return bound.masked_fill(cache.fill == 0, float("-inf"))
 
@@ -46,11 +56,20 @@ def log_page_mass(q: torch.Tensor, cache: LayerCache, scale: float) -> torch.Ten
 
 
 def rank_descending(scores: torch.Tensor, page_id: torch.Tensor) -> torch.Tensor:
-    """Rank of each slot by score, highest first, ties to the older page. [B, H, S] int64."""
+    """Rank of each slot by score, highest first, ties to the older page, then the lower
+    slot. [B, H, S] int64. Small pools count, for each slot, the slots that rank before
+    it (S² compares, one fused kernel); large ones use two stable sorts."""
+    S = scores.shape[-1]
+    if S <= PAIRWISE_RANK_SLOTS:
+        slot = torch.arange(S, device=scores.device)
+        other, this = scores[..., None, :], scores[..., :, None]  # [B, H, S, S]
+        p_other, p_this = page_id[..., None, :], page_id[..., :, None]
+        older = (p_other < p_this) | ((p_other == p_this) & (slot[None, :] < slot[:, None]))
+        return ((other > this) | ((other == this) & older)).sum(-1)
     by_page = torch.argsort(page_id, dim=-1, stable=True)
     order = by_page.gather(-1, torch.argsort(scores.gather(-1, by_page), dim=-1,
                                              descending=True, stable=True))
-    positions = torch.arange(scores.shape[-1], device=scores.device).expand_as(order)
+    positions = torch.arange(S, device=scores.device).expand_as(order)
     return torch.empty_like(order).scatter_(-1, order, positions)
 
 

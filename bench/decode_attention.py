@@ -1,0 +1,153 @@
+"""Per-layer decode-step latency on the GPU: RaaS step vs every policy vs SDPA vs dense flex.
+
+Run from the repository root:  PYTHONPATH=$PWD python bench/decode_attention.py [--quick]
+Writes bench/results/decode_latency_<device>.json (or --out) and a PNG of latency vs N.
+See bench/NOTES.md for predictions and findings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+import raas_flex as rf  # noqa: E402
+import decode_cases as cases  # noqa: E402
+from decode_timing import copy_bandwidth, graph_median_ms, launch_ms  # noqa: E402
+
+K = 1024
+DEFAULT = dict(L=2048, P=16, B=1)
+
+
+def grid(quick: bool, followup: bool = False) -> list[tuple[int, int, int]]:
+    """(L, P, batch) step configurations; each is timed at every N (RaaS cost is N-free)."""
+    if followup:
+        return [(2048, 16, 1), (2048, 128, 1), (4096, 16, 1)]
+    if quick:
+        return [(2048, 16, 1)]
+    configs = [(2048, 16, 1)]
+    configs += [(2048, p, 1) for p in (32, 64, 128)]
+    configs += [(l, 16, 1) for l in (512, 1024, 4096)]
+    configs += [(2048, 16, b) for b in (8, 32)]
+    return configs
+
+
+def run(args: argparse.Namespace, out: str) -> dict:
+    torch._dynamo.config.cache_size_limit = 512
+    torch._dynamo.config.accumulated_cache_size_limit = 4096
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    ns = [4 * K, 128 * K] if args.quick or args.followup else [4 * K, 16 * K, 64 * K, 128 * K]
+    configs = grid(args.quick, args.followup)
+    bw = copy_bandwidth()
+    launch = launch_ms()
+    print(f"copy bandwidth {bw / 1e9:.0f} GB/s, one graphed kernel launch {launch * 1e3:.1f} us",
+          flush=True)
+    rows: list[dict] = []
+
+    def record(method: str, n: int, L: int | None, P: int | None, B: int, case) -> None:
+        fn, nbytes = case
+        t0 = time.time()
+        try:
+            ms = graph_median_ms(fn)
+        except Exception as exc:  # e.g. a kernel that fails to compile at this size
+            rows.append(dict(method=method, N=n, L=L, page_size=P, batch=B, median_ms=None,
+                             error=f"{type(exc).__name__}: {str(exc)[-300:]}"))
+            print(f"{method:>14} N={n // K:>3}k L={L} P={P} B={B}: FAILED {type(exc).__name__}",
+                  flush=True)
+            return
+        floor = nbytes / bw * 1e3
+        rows.append(dict(method=method, N=n, L=L, page_size=P, batch=B, median_ms=ms,
+                         kv_bytes=nbytes, floor_ms=floor, launch_ms=launch,
+                         over_floor_launch=ms / (floor + launch), wall_s=time.time() - t0))
+        print(f"{method:>14} N={n // K:>3}k L={L} P={P} B={B}: {ms * 1e3:8.1f} us "
+              f"(floor {floor * 1e3:6.1f} us, {ms / (floor + launch):5.2f}x floor+launch) "
+              f"[{time.time() - t0:.1f}s]", flush=True)
+        with open(out + ".partial", "w") as f:  # survives a run cut off at its time limit
+            json.dump(rows, f)
+
+    for B in sorted({b for _, _, b in configs}):
+        for n in ns:
+            record("sdpa", n, None, None, B, cases.sdpa_dense(n, B, gen))
+            if not args.followup:
+                record("flex_dense", n, None, None, B, cases.flex_dense(n, B, gen))
+            torch.cuda.empty_cache()
+    for L, P, B in configs:
+        main = (L, P, B) == (DEFAULT["L"], DEFAULT["P"], DEFAULT["B"])
+        for name in rf.available_policies():
+            keeps_all = rf.policies.policy_class(name).keeps_all
+            if keeps_all and not (P == 16 and L == 2048):
+                continue  # keep-all pools do not depend on L; time them at P=16 only
+            for n in ns:
+                if keeps_all and (B > 1 or args.followup) and n != 128 * K:
+                    continue
+                case, cache = cases.policy_step(name, n, L, P, B, gen)
+                record(name, n, L, P, B, case)
+                if name == "raas" and (main or n == 128 * K):
+                    record("flex_pool", n, L, P, B, cases.flex_over_pool(cache, B, gen))
+                if name == "raas":
+                    record("raas_fused", n, L, P, B, cases.raas_fused_step(n, L, P, B, gen))
+                    if main or args.followup:
+                        record("raas_fused_eager", n, L, P, B, cases.raas_fused_step(
+                            n, L, P, B, gen, compiled=False))
+                    if main and not args.followup:
+                        record("raas_fused_split2x", n, L, P, B, cases.raas_fused_step(
+                            n, L, P, B, gen, cases.split_kv_2x(B)))
+                del case, cache
+                torch.cuda.empty_cache()
+    return dict(bandwidth_Bps=bw, launch_ms=launch, rows=rows)
+
+
+def add_ratios(rows: list[dict]) -> None:
+    sdpa = {(r["N"], r["batch"]): r["median_ms"] for r in rows
+            if r["method"] == "sdpa" and r["median_ms"]}
+    for r in rows:
+        if (r["N"], r["batch"]) in sdpa and r["median_ms"]:
+            r["sdpa_over_this"] = sdpa[(r["N"], r["batch"])] / r["median_ms"]
+
+
+def table(rows: list[dict], n: int) -> str:
+    lines = [f"N={n // K}k  method        L     P   B   median_us  floor_us  "
+             "x(floor+launch)  sdpa/this"]
+    for r in rows:
+        if r["N"] == n and r["median_ms"]:
+            lines.append(f"      {r['method']:<12} {str(r['L']):>5} {str(r['page_size']):>4} "
+                         f"{r['batch']:>3} {r['median_ms'] * 1e3:10.1f} {r['floor_ms'] * 1e3:9.1f} "
+                         f"{r['over_floor_launch']:12.2f} {r.get('sdpa_over_this', 0):12.1f}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="one config, two N")
+    parser.add_argument("--followup", action="store_true",
+                        help="after a kernel change: 3 configs, N in {4k, 128k}, no flex_dense")
+    parser.add_argument("--out", default=None, help="JSON path")
+    args = parser.parse_args()
+    import triton
+    t0 = time.time()
+    device = torch.cuda.get_device_name()
+    out = args.out or f"bench/results/decode_latency_{device.split()[-1].lower()}.json"
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    result = run(args, out)
+    add_ratios(result["rows"])
+    result.update(device=device, torch=torch.__version__, triton=triton.__version__,
+                  command="PYTHONPATH=$PWD python " + " ".join(sys.argv), wall_s=time.time() - t0,
+                  policies=list(rf.available_policies()))
+    with open(out, "w") as f:
+        json.dump(result, f, indent=1)
+    try:
+        from plot_decode import plot
+        plot(out, out.replace(".json", ".png"))
+    except Exception as exc:  # plotting is optional on the device
+        print("plot skipped:", exc)
+    print(table(result["rows"], 128 * K))
+
+
+if __name__ == "__main__":
+    main()

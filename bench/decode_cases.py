@@ -1,0 +1,110 @@
+"""The callables bench/decode_attention.py times: one decode step of one layer each.
+
+Every builder returns (fn, kv_bytes): fn() runs the step on static tensors (so a CUDA graph
+can capture it) and kv_bytes is what the step must at least read of K and V.
+Llama-3-8B-like shapes: 32 query heads, 8 kv heads, head_dim 128.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+import raas_flex as rf
+from raas_flex.compile import compile_decode_step
+from raas_flex.masks import decode_block_mask
+
+from decode_state import seen_cache
+
+Q_HEADS, KV_HEADS, HEAD_DIM = 32, 8, 128
+GROUP = Q_HEADS // KV_HEADS
+SCALE = HEAD_DIM ** -0.5
+KEEP_ALL_MARGIN = 16384  # free tokens after N in a keep-all pool (replays append)
+Case = tuple[Callable[[], torch.Tensor], int]
+
+_flex = torch.compile(flex_attention, fullgraph=True, dynamic=False)
+
+
+def _randn(gen: torch.Generator, *shape: int) -> torch.Tensor:
+    return torch.randn(shape, generator=gen, device="cuda").to(torch.bfloat16)
+
+
+def kv_bytes(batch: int, tokens: int) -> int:
+    return 2 * batch * KV_HEADS * tokens * HEAD_DIM * 2  # K and V, bf16
+
+
+def policy_step(name: str, n: int, budget: int, page: int, batch: int,
+                gen: torch.Generator) -> tuple[Case, object]:
+    """The full compiled step (cache manager + flex) of policy `name`; also returns the
+    cache so the caller can time flex alone on the same state."""
+    config = rf.RaaSConfig(budget=budget, page_size=page, policy=name)
+    policy = rf.make_policy(config)
+    cache, step = seen_cache(policy, batch, KV_HEADS, HEAD_DIM, n, KEEP_ALL_MARGIN,
+                             torch.bfloat16, "cuda", gen)
+    q, k, v = _randn(gen, batch, Q_HEADS, 1, HEAD_DIM), _randn(
+        gen, batch, KV_HEADS, 1, HEAD_DIM), _randn(gen, batch, KV_HEADS, 1, HEAD_DIM)
+    compiled = compile_decode_step(None)
+
+    def run() -> torch.Tensor:
+        # Each replay appends one token (pages fill, open and evict as in a real decode).
+        # The step counter stays fixed: it is one per model step, not per layer, and the
+        # branch-free step costs the same whatever its value.
+        return compiled(q, k, v, cache, policy, step, SCALE)
+
+    tokens = n if policy.keeps_all else cache.capacity
+    return (run, kv_bytes(batch, tokens)), cache
+
+
+def raas_fused_step(n: int, budget: int, page: int, batch: int, gen: torch.Generator,
+                    kernel_options: dict | None = None, compiled: bool = True) -> Case:
+    """The RaaS step with its bookkeeping fused into one Triton kernel (CUDA only)."""
+    from raas_flex.compile.fused_raas import FusedRaaSStep
+    policy = rf.make_policy(rf.RaaSConfig(budget=budget, page_size=page))
+    cache, step = seen_cache(policy, batch, KV_HEADS, HEAD_DIM, n, 0, torch.bfloat16,
+                             "cuda", gen)
+    q, k, v = _randn(gen, batch, Q_HEADS, 1, HEAD_DIM), _randn(
+        gen, batch, KV_HEADS, 1, HEAD_DIM), _randn(gen, batch, KV_HEADS, 1, HEAD_DIM)
+    fused = FusedRaaSStep(cache, policy, kernel_options, compiled)
+    return (lambda: fused(q, k, v, step, SCALE)), kv_bytes(batch, cache.capacity)
+
+
+def split_kv_2x(batch: int) -> dict:
+    """kernel_options doubling flex's default split count (2·SMs / (B·H) -> 4·SMs / (B·H))."""
+    sms = torch.cuda.get_device_properties("cuda").multi_processor_count
+    return {"SPLIT_KV": max(4 * sms // (batch * KV_HEADS), 1)}
+
+
+def flex_over_pool(cache, batch: int, gen: torch.Generator,
+                   kernel_options: dict | None = None) -> Case:
+    """flex_attention alone over a pool, with the mask of the pool's current selection."""
+    query = _randn(gen, batch, KV_HEADS, GROUP, HEAD_DIM)
+    mask = decode_block_mask(cache.visible, cache.page_size, GROUP)
+    tokens = int(cache.visible.sum()) // (batch * KV_HEADS)
+    return (lambda: _flex(query, cache.k, cache.v, block_mask=mask, scale=SCALE,
+                          kernel_options=kernel_options), kv_bytes(batch, tokens))
+
+
+def sdpa_dense(n: int, batch: int, gen: torch.Generator) -> Case:
+    """Dense SDPA over N tokens, FlashAttention backend, GQA folded into query rows."""
+    query = _randn(gen, batch, KV_HEADS, GROUP, HEAD_DIM)
+    k, v = _randn(gen, batch, KV_HEADS, n, HEAD_DIM), _randn(gen, batch, KV_HEADS, n, HEAD_DIM)
+
+    def run() -> torch.Tensor:
+        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+            return F.scaled_dot_product_attention(query, k, v, scale=SCALE)
+
+    return run, kv_bytes(batch, n)
+
+
+def flex_dense(n: int, batch: int, gen: torch.Generator) -> Case:
+    """Compiled flex over N tokens with an explicit all-full block mask (per kv head
+    broadcast, GQA folded), i.e. the dense cache done the flex way."""
+    query = _randn(gen, batch, KV_HEADS, GROUP, HEAD_DIM)
+    k, v = _randn(gen, batch, KV_HEADS, n, HEAD_DIM), _randn(gen, batch, KV_HEADS, n, HEAD_DIM)
+    mask = create_block_mask(lambda b, h, q_idx, kv_idx: kv_idx >= 0, None, None, GROUP, n,
+                             device="cuda", BLOCK_SIZE=128)
+    return (lambda: _flex(query, k, v, block_mask=mask, scale=SCALE), kv_bytes(batch, n))

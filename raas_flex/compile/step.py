@@ -1,0 +1,52 @@
+"""The decode step compiled once: fixed shapes, fullgraph, no host sync.
+
+`decode_step_tensors` (append -> scores -> timestamps -> victim -> block mask ->
+flex_attention) is branch-free tensor code, so torch.compile turns it into a single graph
+that a CUDA graph can capture and replay. Every layer of a model shares the one compiled
+callable: the graph's guards only look at tensor shapes/dtypes and the policy's config, so a
+new layer's cache with the same shapes reuses the graph instead of recompiling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Callable
+
+import torch
+
+from raas_flex.cache import LayerCache
+from raas_flex.functional import decode_step_tensors
+
+COMPILE_MODES = (None, "reduce-overhead", "max-autotune-no-cudagraphs")
+
+
+@functools.lru_cache(maxsize=None)
+def compile_decode_step(mode: str | None = None) -> Callable:
+    """The compiled `decode_step_tensors` for `mode`, built once per process and mode.
+
+    Call it as `step(q, k, v, cache, policy, step_tensor, scale)` with q [B, Hq, 1, D],
+    k, v [B, H, 1, D], step_tensor a 0-d int64 tensor and scale a float; it mutates `cache`
+    in place and returns [B, Hq, 1, D]. mode=None is the plain Inductor graph (capture it
+    yourself with torch.cuda.CUDAGraph, as bench/decode_attention.py does);
+    "reduce-overhead" lets Inductor's CUDA-graph trees capture it.
+    """
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"mode={mode!r}; choose one of {COMPILE_MODES}.")
+    return torch.compile(decode_step_tensors, fullgraph=True, dynamic=False, mode=mode)
+
+
+def compiled_decode_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                         cache: LayerCache, policy, step: torch.Tensor,
+                         scale: float) -> torch.Tensor:
+    """One decode step through the shared default-mode graph (same arguments as above)."""
+    return compile_decode_step(None)(q, k, v, cache, policy, step, scale)
+
+
+def clone_cache(cache: LayerCache) -> LayerCache:
+    """A deep copy of a layer cache (tensors cloned), e.g. to run eager and compiled side
+    by side from one state, or to trace without disturbing the real cache."""
+    tensors = {f.name: getattr(cache, f.name).clone() for f in dataclasses.fields(cache)
+               if isinstance(getattr(cache, f.name), torch.Tensor)}
+    state = {name: t.clone() for name, t in cache.policy_state.items()}
+    return dataclasses.replace(cache, policy_state=state, **tensors)
