@@ -88,7 +88,7 @@ def decode_step_tensors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     opened = open_page_if_needed(cache, policy.eviction_key(cache, step), step)
     policy.on_open(cache, opened, step)
     append_token(cache, k, v)
-    query = fold_gqa(q, H).to(cache.k.dtype)  # [B, H, G, D]
+    query = _materialised_on_cpu(fold_gqa(q, H).to(cache.k.dtype))  # [B, H, G, D]
     scores = policy.score(query, cache, scale)
     policy.update(cache, scores, step)
     visible = policy.select(cache, scores, step)
@@ -108,6 +108,15 @@ def attend_visible(query: torch.Tensor, cache: LayerCache, scale: float,
     block_mask = decode_block_mask(cache.visible, cache.page_size, query.shape[2])
     return flex_attention(query, cache.k, cache.v, block_mask=block_mask, scale=scale,
                           kernel_options=DECODE_KERNEL_OPTIONS)
+
+
+def _materialised_on_cpu(query: torch.Tensor) -> torch.Tensor:
+    """Work around a torch 2.13 CPU Inductor bug: when the folded query is a view of the
+    [B, Hq, 1, D] input, the compiled CPU flex kernel over pools of 1024+ tokens read it
+    wrongly (garbage up to 1e37; tests/test_core_compiled.py guards it). An arithmetic
+    copy makes Inductor materialise a fresh buffer; a clone() did not. GPU is unaffected.
+    """
+    return query * 1.0 if query.device.type == "cpu" else query
 
 
 def decode_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: LayerCache,

@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.compiled_setup import CONFIG, POLICY, SHAPES, compiled_step
+import raas_flex as rf
+from raas_flex.functional import decode_step_tensors
+from tests.compiled_setup import CONFIG, POLICY, SCALE, SHAPES, compiled_step
 from tests.layer_harness import Drive
 
 
@@ -32,3 +34,17 @@ def test_two_thousand_compiled_steps_stay_bounded_and_finite():
     assert int(cache.page_id.max()) == (21 + 2000 - 1) // 16  # decoding reached the end
     assert bool(cache.pinned[0, :, :2].all())  # the 21-token prompt's two pages stay
     assert int((cache.page_id >= 0).sum(-1).min()) == CONFIG.slots  # the budget is used
+
+
+def test_compiled_step_over_a_large_pool_agrees_with_eager():
+    """Regression: torch 2.13's compiled CPU flex misread a folded query view over pools of
+    1024+ tokens (see raas_flex.functional._materialised_on_cpu)."""
+    config = rf.RaaSConfig(budget=1024, page_size=16)
+    policy = rf.make_policy(config)
+    step = torch.compile(decode_step_tensors, fullgraph=True, dynamic=False)
+    eager = Drive(config, policy, SHAPES, [20, 7], steps=40, seed=3).run()
+    compiled = Drive(config, policy, SHAPES, [20, 7], steps=40, seed=3,
+                     step_fn=lambda q, k, v, c, p, t: step(q, k, v, c, p, torch.tensor(t),
+                                                           SCALE)).run()
+    for a, b in zip(eager, compiled):
+        torch.testing.assert_close(b.out, a.out, atol=1e-5, rtol=1e-5)
