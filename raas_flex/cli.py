@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--prompt-len", type=int, default=32)
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--sample", action="store_true", help="sample instead of greedy")
+    gen.add_argument("--attention-kernel", default="auto", choices=("auto", "flex", "sdpa"),
+                     help="decode kernel over the selected pages; auto = flex on CUDA, and "
+                          "sdpa (same selection, materialised mask) on CPU, where eager "
+                          "FlexAttention costs ~10-50 ms a call")
     gen.add_argument("--compile", action="store_true", help="compile the decode forward")
     gen.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
@@ -66,8 +70,12 @@ def generate(args: argparse.Namespace) -> dict:
     from raas_flex.hf.tiny import model_from_name
 
     model = model_from_name(args.model, seed=args.seed)
+    kernel = args.attention_kernel
+    if kernel == "auto":
+        kernel = "flex" if model.device.type == "cuda" else "sdpa"
     apply_raas(model, budget=args.budget, page_size=args.page_size, policy=args.policy,
-               compile=args.compile, dense_layers=args.dense_layers)
+               compile=args.compile, dense_layers=args.dense_layers,
+               attention_kernel=kernel)
     torch.manual_seed(args.seed)
     vocab = model.config.vocab_size
     ids = torch.randint(2, vocab, (args.batch, args.prompt_len), device=model.device)
@@ -81,7 +89,8 @@ def generate(args: argparse.Namespace) -> dict:
     new_tokens = args.batch * (out.sequences.shape[1] - args.prompt_len)
     kv_bytes, meta_bytes = out.past_key_values.nbytes()
     return {
-        "model": args.model, "policy": args.policy, "budget": args.budget,
+        "model": args.model, "policy": args.policy, "attention_kernel": kernel,
+        "budget": args.budget,
         "page_size": args.page_size, "batch": args.batch, "prompt_len": args.prompt_len,
         "new_tokens": new_tokens, "seconds": round(seconds, 3),
         "tokens_per_s": round(new_tokens / seconds, 2),
@@ -104,7 +113,8 @@ def print_summary(summary: dict) -> None:
     held, meta, dense = (summary[k] / 2**20 for k in ("kv_bytes", "metadata_bytes",
                                                          "dense_kv_bytes"))
     print(f"{summary['new_tokens']} tokens in {summary['seconds']:.2f} s: "
-          f"{summary['tokens_per_s']:.1f} tokens/s on {summary['device']}")
+          f"{summary['tokens_per_s']:.1f} tokens/s on {summary['device']} "
+          f"({summary['policy']} policy, {summary['attention_kernel']} kernel)")
     print(f"KV held: {held:.2f} MiB (+{meta:.2f} MiB metadata) vs {dense:.2f} MiB dense "
           f"({held / max(dense, 1e-12):.1%})")
     print(json.dumps(summary))
