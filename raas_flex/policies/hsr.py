@@ -25,7 +25,9 @@ D = Σ_{k∈X} e^{l_k}; m increases with D and decreases with R, so any D' >= D 
 Floating point: the fp32 dot products behind u and l_k carry a relative error of at most
 about D_head · 2^-24 of scale·Σ_i |q_i|·|k_i|; the bound adds that slack to every u and
 subtracts it from every l_k (and a 1e-6 margin in log space), so it also holds against
-exact arithmetic. Keeps every page (O(N) memory); see raas_hsr for the evicting form.
+exact arithmetic; a positive bound below float32's range is reported as its smallest
+normal value (1.2e-38), so it is 0 only when nothing was dropped.
+Keeps every page (O(N) memory); see raas_hsr for the evicting form.
 Deviation: the certificate covers the held tokens; the per-head bound is reported as
 the max over the GQA group.
 """
@@ -97,7 +99,11 @@ def certify(q: torch.Tensor, cache: LayerCache, scale: float, epsilon: float) ->
     dropped = dropped.masked_fill(attend[:, :, None, :], float("-inf"))
     log_dropped = torch.logsumexp(dropped, dim=-1) + LOG_MARGIN  # [B, H, G]
     log_kept = retained_log_partition(qf, cache, scale, kv_bound)
-    bound = torch.sigmoid(log_dropped - log_kept)  # D' / (R' + D'); 0 when nothing dropped
+    bound = torch.sigmoid(log_dropped - log_kept)  # D' / (R' + D')
+    # 0 only when nothing was dropped; a positive bound that underflows float32 is reported
+    # as the smallest normal float32 instead, so it still covers the true mass.
+    tiny = torch.finfo(torch.float32).tiny
+    bound = torch.where(torch.isinf(log_dropped), 0.0, bound.clamp(min=tiny))
     cache.policy_state[BOUND].copy_(bound.amax(2))
     cache.policy_state[ATTEND].copy_(attend)
     return kv_bound
