@@ -168,3 +168,22 @@ def page_sets(positions: torch.Tensor, page_size: int) -> list[list[set[int]]]:
     B, H, N = positions.shape
     return [[{int(p) // page_size for p in positions[b, h].nonzero().flatten()}
              for h in range(H)] for b in range(B)]
+
+
+def step_page_mass(seq: Sequence, t: int, attended: torch.Tensor,
+                   page_size: int) -> torch.Tensor:
+    """float64 softmax mass of decode step t's query on each logical page, over the
+    `attended` positions, max over the GQA group: [B, H, pages]."""
+    k = seq.history("k").double()
+    B, H, N, D = k.shape
+    q = seq.q_decode[:, :, t].double().view(B, H, -1, D)
+    logits = (q @ k.transpose(-1, -2)) / math.sqrt(D)
+    probs = torch.softmax(logits.masked_fill(~attended[:, :, None, :], float("-inf")), dim=-1)
+    pages = -(-N // page_size)
+    padded = torch.nn.functional.pad(probs, (0, pages * page_size - N))
+    return padded.view(B, H, -1, pages, page_size).sum(-1).amax(2)
+
+
+def current_page(seq: Sequence, t: int, page_size: int) -> torch.Tensor:
+    """[B] logical page that decode step t writes into."""
+    return (seq.lengths + t) // page_size

@@ -45,14 +45,14 @@ def budgeted_runs(draw):
     lengths = [draw(st.integers(1, 40)) for _ in range(batch)]
     prompt_pages = -(-max(lengths) // P)
     budget = P * (prompt_pages + draw(st.integers(2, 3)))
-    steps = draw(st.integers(6, 24))
+    steps = draw(st.integers(6, 20))
     seq = make_sequence(draw(st.integers(0, 2**16)), batch=batch, prompt_lengths=lengths,
                         steps=steps, key_scale=draw(st.sampled_from([1.0, 3.0])))
     return seq, budget, draw(st.booleans())
 
 
 @pytest.mark.parametrize("policy", PEERS)
-@settings(max_examples=examples(4), deadline=None,
+@settings(max_examples=examples(3), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(run=budgeted_runs())
 def test_any_budget_equals_masked_dense(policy: str, run) -> None:

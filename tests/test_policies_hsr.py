@@ -129,8 +129,10 @@ def test_decode_steps_report_a_valid_bound(policy: str, seed: int, epsilon: floa
     B, H, _, D = k.shape
     bounds: list[torch.Tensor] = []
     config = RaaSConfig(budget=80, page_size=P, policy=policy, hsr_epsilon=epsilon)
-    trace = run_policy(config, seq,
-                       on_step=lambda t, cache, _: bounds.append(cache.policy_state[BOUND].clone()))
+    def keep_bound(t, cache, _policy):
+        bounds.append(cache.policy_state[BOUND].clone())
+
+    trace = run_policy(config, seq, on_step=keep_bound)
     for t, bound in enumerate(bounds):
         held, attended = trace.held[t], trace.attended[t]
         q = seq.q_decode[:, :, t].view(B, H, -1, D)
