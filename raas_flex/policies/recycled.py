@@ -16,7 +16,8 @@ stored mass is +inf) and the current page: the paper's "tokens generated since".
 Deviations [project choices]: page granularity (a page's mass is the sum over its tokens,
 instead of max-pooling token scores over a 7-token window); fixed schedule only (the
 paper's query-similarity schedule is not implemented); the full step's exact mass costs
-one extra O(N) pass, as the paper's full attention step does; keeps every page (O(N)).
+one extra O(N) pass besides its attention (torch.cond skips it on recycled steps, which
+read only O(K + new) tokens plus O(N / page_size) page metadata); keeps every page (O(N)).
 """
 
 from __future__ import annotations
@@ -47,8 +48,16 @@ class RecycledPolicy(Policy):
         cache.policy_state[MASS].masked_fill_(opened, float("inf"))
 
     def score(self, q: torch.Tensor, cache: LayerCache, scale: float) -> torch.Tensor:
-        # Computed every step to keep the step branch-free; only full steps store it.
-        return page_mass(q, cache, scale, cache.fill)
+        """The exact page mass on full steps; the stored mass otherwise. torch.cond keeps
+        the step one graph while a recycled step skips the O(N) pass."""
+
+        def full_pass(q: torch.Tensor) -> torch.Tensor:
+            return page_mass(q, cache, scale, cache.fill)
+
+        def recycled_pass(q: torch.Tensor) -> torch.Tensor:
+            return cache.policy_state[MASS].clone()
+
+        return torch.cond(self.is_full_step(cache), full_pass, recycled_pass, (q,))
 
     def select(self, cache: LayerCache, scores: torch.Tensor,
                step: torch.Tensor) -> torch.Tensor:
