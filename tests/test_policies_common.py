@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from raas_flex import RaaSConfig
 from tests.policy_harness import (
-    causal_positions, examples, make_sequence, max_error_vs_dense, max_error_vs_masked_dense,
+    SDPA, causal_positions, examples, make_sequence, max_error_vs_dense, max_error_vs_masked_dense,
     run_policy,
 )
 
@@ -21,8 +21,10 @@ TOL = 1e-5
 
 
 def peer_config(policy: str, budget: int, **extra) -> RaaSConfig:
-    """Small peers' settings so that a 30-step run exercises their selection."""
-    defaults = dict(recycled_period=3, recycled_pages=1, hsr_epsilon=0.05)
+    """Small peers' settings so that a 20-step run exercises their selection; the fast
+    "sdpa" kernel unless `attention_kernel` says otherwise."""
+    defaults = dict(recycled_period=3, recycled_pages=1, hsr_epsilon=0.05,
+                    attention_kernel=SDPA)
     defaults.update(extra)
     return RaaSConfig(budget=budget, page_size=P, policy=policy, **defaults)
 
@@ -32,7 +34,8 @@ def test_budget_covering_everything_equals_dense(policy: str) -> None:
     seq = make_sequence(11, batch=2, prompt_lengths=[20, 9], steps=20)
     budget = 64  # 4 pages >= 20 + 20 tokens, and >= prompt pages + 2
     # Keep-all peers select inside the budget too; HSR has no budget: a huge log(1/eps).
-    config = peer_config(policy, budget, recycled_pages=4, hsr_epsilon=1e-30)
+    config = peer_config(policy, budget, recycled_pages=4, hsr_epsilon=1e-30,
+                         attention_kernel="flex")  # the real kernel, once per policy
     trace = run_policy(config, seq)
     assert max_error_vs_dense(seq, trace) <= TOL
     for t, attended in enumerate(trace.attended):
@@ -48,16 +51,17 @@ def budgeted_runs(draw):
     steps = draw(st.integers(6, 20))
     seq = make_sequence(draw(st.integers(0, 2**16)), batch=batch, prompt_lengths=lengths,
                         steps=steps, key_scale=draw(st.sampled_from([1.0, 3.0])))
-    return seq, budget, draw(st.booleans())
+    return seq, budget, draw(st.booleans()), draw(st.sampled_from([SDPA, "flex"]))
 
 
 @pytest.mark.parametrize("policy", PEERS)
-@settings(max_examples=examples(3), deadline=None,
+@settings(max_examples=examples(20), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(run=budgeted_runs())
 def test_any_budget_equals_masked_dense(policy: str, run) -> None:
-    seq, budget, keep_prefill = run
-    trace = run_policy(peer_config(policy, budget, keep_prefill=keep_prefill), seq)
+    seq, budget, keep_prefill, kernel = run
+    config = peer_config(policy, budget, keep_prefill=keep_prefill, attention_kernel=kernel)
+    trace = run_policy(config, seq)
     assert max_error_vs_masked_dense(seq, trace) <= TOL
     for t, (attended, held) in enumerate(zip(trace.attended, trace.held)):
         causal = causal_positions(seq, t)

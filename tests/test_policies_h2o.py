@@ -9,12 +9,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from raas_flex import RaaSConfig
-from tests.policy_harness import examples, make_sequence, page_sets, run_policy, step_page_mass
+from tests.policy_harness import (
+    SDPA, examples, make_sequence, page_sets, run_policy, step_page_mass,
+)
 
 P = 16
 
 
-@settings(max_examples=examples(3), deadline=None,
+@settings(max_examples=examples(30), deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**16), length=st.integers(1, 40), extra_pages=st.integers(2, 3),
        ratio=st.sampled_from([0.25, 0.5, 0.75]), keep_prefill=st.booleans(),
@@ -26,8 +28,8 @@ def test_h2o_evicts_lowest_accumulated_mass_outside_window(seed, length, extra_p
     steps = slots * P + P // 2 - length  # long enough for a few evictions
     seq = make_sequence(seed, batch=2, prompt_lengths=length, steps=steps,
                         key_scale=key_scale)
-    config = RaaSConfig(budget=slots * P, page_size=P, policy="h2o", h2o_recent_ratio=ratio,
-                        keep_prefill=keep_prefill)
+    config = RaaSConfig(budget=slots * P, page_size=P, attention_kernel=SDPA, policy="h2o",
+                        h2o_recent_ratio=ratio, keep_prefill=keep_prefill)
     trace = run_policy(config, seq)
     B, H = seq.k_prompt.shape[:2]
     accumulated = [[defaultdict(float) for _ in range(H)] for _ in range(B)]  # oracle

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from raas_flex import RaaSConfig
 from raas_flex.cache import allocate_layer_cache, write_prompt
 from raas_flex.policies.hsr import ATTEND, BOUND, certify, init_hsr_state
-from tests.policy_harness import examples, make_sequence, run_policy
+from tests.policy_harness import SDPA, examples, make_sequence, run_policy
 
 P = 16
 
@@ -63,7 +63,7 @@ def hsr_cases(draw):
     return q, k, epsilon, free, mode
 
 
-@settings(max_examples=examples(60), deadline=None,
+@settings(max_examples=examples(100), deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(case=hsr_cases())
 def test_certified_bound_covers_true_dropped_mass(case) -> None:
@@ -118,7 +118,7 @@ def test_bound_shrinks_with_epsilon_on_sharp_attention() -> None:
 
 
 @pytest.mark.parametrize("policy", ["hsr", "raas_hsr"])
-@settings(max_examples=examples(3), deadline=None,
+@settings(max_examples=examples(15), deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**16), epsilon=st.sampled_from([0.3, 1e-2]),
        key_scale=st.sampled_from([1.0, 4.0]))
@@ -128,7 +128,8 @@ def test_decode_steps_report_a_valid_bound(policy: str, seed: int, epsilon: floa
     k = seq.history("k")
     B, H, _, D = k.shape
     bounds: list[torch.Tensor] = []
-    config = RaaSConfig(budget=80, page_size=P, policy=policy, hsr_epsilon=epsilon)
+    config = RaaSConfig(budget=80, page_size=P, attention_kernel=SDPA, policy=policy,
+                        hsr_epsilon=epsilon)
     def keep_bound(t, cache, _policy):
         bounds.append(cache.policy_state[BOUND].clone())
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from raas_flex import RaaSConfig
 from tests.policy_harness import (
-    causal_positions, current_page, examples, make_sequence, page_sets, run_policy,
+    SDPA, causal_positions, current_page, examples, make_sequence, page_sets, run_policy,
 )
 
 P = 16
@@ -36,13 +36,14 @@ def reference_bounds(seq, t: int) -> torch.Tensor:
     return bound.masked_fill(~live, -math.inf)
 
 
-@settings(max_examples=examples(4), deadline=None,
+@settings(max_examples=examples(30), deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**16), length=st.integers(1, 70), budget_pages=st.integers(1, 3),
        batch=st.integers(1, 2))
 def test_quest_never_evicts_and_attends_top_pages(seed, length, budget_pages, batch) -> None:
     seq = make_sequence(seed, batch=batch, prompt_lengths=length, steps=16, key_scale=2.0)
-    config = RaaSConfig(budget=budget_pages * P, page_size=P, policy="quest")
+    config = RaaSConfig(budget=budget_pages * P, page_size=P, attention_kernel=SDPA,
+                        policy="quest")
     trace = run_policy(config, seq)
     for t, (attended, held) in enumerate(zip(trace.attended, trace.held)):
         assert torch.equal(held, causal_positions(seq, t)), "quest evicted a token"

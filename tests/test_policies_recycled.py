@@ -8,14 +8,14 @@ from hypothesis import strategies as st
 
 from raas_flex import RaaSConfig
 from tests.policy_harness import (
-    causal_positions, current_page, examples, make_sequence, page_sets, run_policy,
+    SDPA, causal_positions, current_page, examples, make_sequence, page_sets, run_policy,
     step_page_mass,
 )
 
 P = 16
 
 
-@settings(max_examples=examples(4), deadline=None,
+@settings(max_examples=examples(30), deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**16), period=st.integers(2, 5), top=st.integers(1, 2),
        length=st.integers(49, 70), first_step=st.integers(0, 7))
@@ -24,8 +24,8 @@ def test_recycled_full_step_exactly_every_period(seed, period, top, length,
     # >= 4 prompt pages and top <= 2, so a recycled step always skips a page.
     seq = make_sequence(seed, batch=2, prompt_lengths=[length, length - 3], steps=16,
                         key_scale=3.0)
-    config = RaaSConfig(budget=P, page_size=P, policy="recycled", recycled_period=period,
-                        recycled_pages=top)
+    config = RaaSConfig(budget=P, page_size=P, attention_kernel=SDPA, policy="recycled",
+                        recycled_period=period, recycled_pages=top)
     trace = run_policy(config, seq, first_step=first_step)  # the caller's numbering is moot
     assert int(trace.cache.policy_state["recycled_step"]) == seq.steps
     for t, attended in enumerate(trace.attended):

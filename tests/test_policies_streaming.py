@@ -8,12 +8,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from raas_flex import RaaSConfig
-from tests.policy_harness import current_page, examples, make_sequence, page_sets, run_policy
+from tests.policy_harness import (
+    SDPA, current_page, examples, make_sequence, page_sets, run_policy,
+)
 
 P = 16
 
 
-@settings(max_examples=examples(3), deadline=None,
+@settings(max_examples=examples(30), deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**16), lengths=st.lists(st.integers(1, 40), min_size=1,
                                                       max_size=2),
@@ -25,7 +27,7 @@ def test_streaming_holds_sinks_and_recent_window(seed, lengths, extra_pages, sin
     sinks = min(sinks, slots - 2)
     steps = slots * P + P - min(lengths)  # at least one eviction per row
     seq = make_sequence(seed, batch=len(lengths), prompt_lengths=lengths, steps=steps)
-    config = RaaSConfig(budget=slots * P, page_size=P, policy="streaming",
+    config = RaaSConfig(budget=slots * P, page_size=P, attention_kernel=SDPA, policy="streaming",
                         streaming_sinks=sinks, keep_prefill=keep_prefill)
     trace = run_policy(config, seq)
     for t, held in enumerate(trace.held):
