@@ -22,7 +22,7 @@ P = 16
 def test_recycled_full_step_exactly_every_period(seed, period, top, length,
                                                  first_step) -> None:
     # >= 4 prompt pages and top <= 2, so a recycled step always skips a page.
-    seq = make_sequence(seed, batch=2, prompt_lengths=[length, length - 3], steps=16,
+    seq = make_sequence(seed, batch=2, prompt_lengths=[length, length + 3], steps=16,
                         key_scale=3.0)
     config = RaaSConfig(budget=P, page_size=P, attention_kernel=SDPA, policy="recycled",
                         recycled_period=period, recycled_pages=top)

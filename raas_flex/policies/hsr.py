@@ -24,9 +24,10 @@ D = Σ_{k∈X} e^{l_k}; m increases with D and decreases with R, so any D' >= D 
     step, not O(N).
 Floating point: the fp32 dot products behind u and l_k carry a relative error of at most
 about D_head · 2^-24 of scale·Σ_i |q_i|·|k_i|; the bound adds that slack to every u and
-subtracts it from every l_k (and a 1e-6 margin in log space), so it also holds against
-exact arithmetic; a positive bound below float32's range is reported as its smallest
-normal value (1.2e-38), so it is 0 only when nothing was dropped.
+subtracts it from every l_k; the log-sum-exps and the final ratio run in float64 (with a
+1e-6 margin in log space) and the float32 result is rounded up, so the bound also holds
+against exact arithmetic. A positive bound below float32's range is reported as its
+smallest normal value (1.2e-38): it is 0 only when nothing was dropped.
 Keeps every page (O(N) memory); see raas_hsr for the evicting form.
 Deviation: the certificate covers the held tokens; the per-head bound is reported as
 the max over the GQA group.
@@ -85,7 +86,7 @@ def retained_log_partition(q: torch.Tensor, cache: LayerCache, scale: float,
     valid = (offset < fill[..., None]) & once[..., None]  # [B, H, 2, P]: each page once
     logits = (q @ keys.transpose(-1, -2)) * scale - rounding_slack(q, keys.abs(), scale)
     logits = logits.masked_fill(~valid.reshape(B, H, 1, 2 * P), float("-inf"))
-    return torch.logsumexp(logits, dim=-1) - LOG_MARGIN
+    return torch.logsumexp(logits.double(), dim=-1) - LOG_MARGIN
 
 
 def certify(q: torch.Tensor, cache: LayerCache, scale: float, epsilon: float) -> torch.Tensor:
@@ -95,15 +96,17 @@ def certify(q: torch.Tensor, cache: LayerCache, scale: float, epsilon: float) ->
     bounds = head_bounds(qf, cache, scale)  # [B, H, G, S]
     kv_bound = bounds.amax(2)
     attend = threshold_pages(cache, kv_bound, epsilon)
-    dropped = bounds + torch.log(cache.fill.clamp(min=1).float())[:, :, None, :]
+    # float64 from here on: log-sum-exps of logits in the thousands lose ~1e-4 in float32.
+    dropped = bounds.double() + torch.log(cache.fill.clamp(min=1).double())[:, :, None, :]
     dropped = dropped.masked_fill(attend[:, :, None, :], float("-inf"))
     log_dropped = torch.logsumexp(dropped, dim=-1) + LOG_MARGIN  # [B, H, G]
     log_kept = retained_log_partition(qf, cache, scale, kv_bound)
-    bound = torch.sigmoid(log_dropped - log_kept)  # D' / (R' + D')
-    # 0 only when nothing was dropped; a positive bound that underflows float32 is reported
-    # as the smallest normal float32 instead, so it still covers the true mass.
+    exact = torch.sigmoid(log_dropped - log_kept)  # D' / (R' + D')
+    # Round up into float32 (2^-22 > half an ulp); 0 only when nothing was dropped, and a
+    # positive bound below float32's range becomes its smallest normal value.
     tiny = torch.finfo(torch.float32).tiny
-    bound = torch.where(torch.isinf(log_dropped), 0.0, bound.clamp(min=tiny))
+    bound = (exact * (1 + 2.0**-22)).float().clamp(min=tiny, max=1.0)
+    bound = torch.where(torch.isinf(log_dropped), 0.0, bound)
     cache.policy_state[BOUND].copy_(bound.amax(2))
     cache.policy_state[ATTEND].copy_(attend)
     return kv_bound
