@@ -28,7 +28,8 @@ subtracts it from every l_k; the log-sum-exps and the final ratio run in float64
 1e-6 margin in log space) and the float32 result is rounded up, so the bound also holds
 against exact arithmetic. A positive bound below float32's range is reported as its
 smallest normal value (1.2e-38): it is 0 only when nothing was dropped.
-Keeps every page (O(N) memory); see raas_hsr for the evicting form.
+Keeps every page (O(N) memory; the pool is sized from prompt + max_new_tokens and
+`budget` plays no part: ε alone sets what is attended); see raas_hsr for the evicting form.
 Deviation: the certificate covers the held tokens; the per-head bound is reported as
 the max over the GQA group.
 """

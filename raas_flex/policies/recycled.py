@@ -15,9 +15,13 @@ mass (ties: the older page) plus every page opened since the last full step (the
 stored mass is +inf) and the current page: the paper's "tokens generated since".
 Deviations [project choices]: page granularity (a page's mass is the sum over its tokens,
 instead of max-pooling token scores over a 7-token window); fixed schedule only (the
-paper's query-similarity schedule is not implemented); the full step's exact mass costs
-one extra O(N) pass besides its attention (torch.cond skips it on recycled steps, which
-read only O(K + new) tokens plus O(N / page_size) page metadata); keeps every page (O(N)).
+paper's query-similarity schedule is not implemented); keeps every page (O(N) memory).
+Cost note: the exact page mass is computed on every step (one q·K pass over the pool) and
+stored only on full steps, so the step stays one branch-free, sync-free graph that CUDA
+graphs can replay; a recycled step therefore still reads all keys once and is not cheaper
+than dense on the GPU. Skipping that pass needs a data-dependent branch: torch.cond
+lowers to a host `.item()` under Inductor (breaks CUDA graphs), so the way forward is two
+captured graphs chosen by the host's step counter in the integration loop (not done).
 """
 
 from __future__ import annotations
@@ -48,16 +52,8 @@ class RecycledPolicy(Policy):
         cache.policy_state[MASS].masked_fill_(opened, float("inf"))
 
     def score(self, q: torch.Tensor, cache: LayerCache, scale: float) -> torch.Tensor:
-        """The exact page mass on full steps; the stored mass otherwise. torch.cond keeps
-        the step one graph while a recycled step skips the O(N) pass."""
-
-        def full_pass(q: torch.Tensor) -> torch.Tensor:
-            return page_mass(q, cache, scale, cache.fill)
-
-        def recycled_pass(q: torch.Tensor) -> torch.Tensor:
-            return cache.policy_state[MASS].clone()
-
-        return torch.cond(self.is_full_step(cache), full_pass, recycled_pass, (q,))
+        # Every step, to stay branch-free; only full steps store it (see the module note).
+        return page_mass(q, cache, scale, cache.fill)
 
     def select(self, cache: LayerCache, scores: torch.Tensor,
                step: torch.Tensor) -> torch.Tensor:
