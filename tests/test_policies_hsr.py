@@ -23,7 +23,8 @@ def true_dropped_mass(q: torch.Tensor, k: torch.Tensor, held: torch.Tensor,
     masks [B, H, N]. Returns [B, H] (max over the group)."""
     logits = (q.double() @ k.double().transpose(-1, -2)) * scale
     probs = torch.softmax(logits.masked_fill(~held[:, :, None, :], float("-inf")), dim=-1)
-    return (probs * (held & ~attended)[:, :, None, :]).sum(-1).amax(-1)
+    mass = (probs * (held & ~attended)[:, :, None, :]).sum(-1).amax(-1)
+    return mass.clamp(max=1.0)  # a float64 sum of probabilities can round past 1
 
 
 def pool_masks(cache) -> tuple[torch.Tensor, torch.Tensor]:
