@@ -32,6 +32,18 @@ class RaaSConfig:
     attention_kernel: "flex" (default) runs decode through FlexAttention block masks;
         "sdpa" attends the identical selection through a materialised boolean mask and
         SDPA, for fast eager CPU runs (eager flex costs ~10 ms a call) and cross-checks.
+
+    Peer policies (each default from its source, or a project choice where the source is
+    silent; see raas_flex/policies/<name>.py):
+    h2o_recent_ratio: share of the budget's pages kept as H2O's recent window, the rest
+        heavy hitters; 0.5 is the paper's 1:1 split.
+    streaming_sinks: StreamingLLM sink pages (the paper's 4 sink tokens fit in one page).
+    recycled_period: Recycled Attention runs full attention every `recycled_period` steps.
+    recycled_pages: pages attended between full steps (besides the pages opened since the
+        last full step); None means budget // page_size.
+    hsr_epsilon: HSR attends the pages whose bound lies within log(1/hsr_epsilon) of the
+        step's largest bound.
+    random_seed: seed of the random-eviction baseline.
     """
 
     budget: int = 1024
@@ -44,6 +56,12 @@ class RaaSConfig:
     score_source: str = "bound"
     dense_layers: int = 0
     attention_kernel: str = "flex"
+    h2o_recent_ratio: float = 0.5
+    streaming_sinks: int = 1
+    recycled_period: int = 10
+    recycled_pages: int | None = None
+    hsr_epsilon: float = 1e-3
+    random_seed: int = 0
 
     def __post_init__(self) -> None:
         from raas_flex.policies import available_policies  # late: policies import config
@@ -85,11 +103,46 @@ class RaaSConfig:
             raise ValueError(f"alpha={self.alpha} must lie in (0, 1); the sources use 1e-4.")
         if self.dense_layers < 0:
             raise ValueError(f"dense_layers={self.dense_layers} must be >= 0.")
+        self._check_peers()
+
+    def _check_peers(self) -> None:
+        """Validate the peer policies' parameters (all of them, whichever policy is set)."""
+        _check_int("streaming_sinks", self.streaming_sinks)
+        _check_int("recycled_period", self.recycled_period)
+        _check_int("random_seed", self.random_seed)
+        if not 0.0 < self.h2o_recent_ratio < 1.0:
+            raise ValueError(f"h2o_recent_ratio={self.h2o_recent_ratio} must lie in (0, 1); "
+                             "the paper splits heavy:recent 1:1 (0.5).")
+        if self.streaming_sinks < 0:
+            raise ValueError(f"streaming_sinks={self.streaming_sinks} must be >= 0 pages.")
+        if self.policy == "streaming" and self.streaming_sinks > self.slots - 2:
+            raise ValueError(
+                f"streaming_sinks={self.streaming_sinks} pages leave fewer than 2 of the "
+                f"budget's {self.slots} pages for the recent window; lower streaming_sinks "
+                f"or raise budget to >= {(self.streaming_sinks + 2) * self.page_size}."
+            )
+        if self.recycled_period < 1:
+            raise ValueError(f"recycled_period={self.recycled_period} must be >= 1 "
+                             "(1 = full attention every step).")
+        if self.recycled_pages is not None:
+            _check_int("recycled_pages", self.recycled_pages)
+            if self.recycled_pages < 1:
+                raise ValueError(f"recycled_pages={self.recycled_pages} must be >= 1, or None "
+                                 "for budget // page_size.")
+        if not 0.0 < self.hsr_epsilon < 1.0:
+            raise ValueError(f"hsr_epsilon={self.hsr_epsilon} must lie in (0, 1).")
+        if self.random_seed < 0:
+            raise ValueError(f"random_seed={self.random_seed} must be >= 0.")
 
     @property
     def slots(self) -> int:
         """Pages an evicting policy's pool holds."""
         return self.budget // self.page_size
+
+    @property
+    def recycled_top_pages(self) -> int:
+        """Pages Recycled Attention attends between full steps (besides its new pages)."""
+        return self.slots if self.recycled_pages is None else self.recycled_pages
 
 
 def _check_int(name: str, value: object) -> None:
