@@ -51,7 +51,7 @@ def append_token(cache: LayerCache, k: torch.Tensor, v: torch.Tensor) -> None:
     cache.v.index_put_((b, h, position), v[:, :, 0].to(cache.v.dtype))
     cache.fill.scatter_add_(2, cache.current[..., None], torch.ones_like(cache.fill[..., :1]))
     rows = _rows(cache, cache.current)
-    key = k[:, :, 0].to(torch.float32)  # [B, H, D]
+    key = k[:, :, 0].to(cache.k.dtype).float()  # [B, H, D]: summarise the stored keys
     cache.kmin.index_put_(rows, torch.minimum(cache.kmin[rows], key))
     cache.kmax.index_put_(rows, torch.maximum(cache.kmax[rows], key))
     cache.length.add_(1)

@@ -56,7 +56,7 @@ def write_prompt(cache: LayerCache, k: torch.Tensor, v: torch.Tensor,
     cache.timestamp.zero_()
     cache.pinned.copy_(live & pin)
     cache.page_id.copy_(torch.where(live, slots, FREE))
-    keys = k.gather(2, index).float().view(B, H, S, P, D)
+    keys = k.gather(2, index).to(cache.k.dtype).float().view(B, H, S, P, D)  # as stored
     valid = real.view(B, 1, S, P, 1)
     cache.kmin.copy_(torch.where(valid, keys, float("inf")).amin(3))
     cache.kmax.copy_(torch.where(valid, keys, float("-inf")).amax(3))

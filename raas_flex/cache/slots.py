@@ -29,6 +29,6 @@ def choose_slot(
             torch.where(usable, eviction_key.to(torch.float64), float("inf")),
         )
     best = primary.amin(-1, keepdim=True)
-    candidates = primary == best
+    candidates = (primary == best) & usable  # a +inf key never ties a pinned slot in
     oldest = torch.where(candidates, cache.page_id, torch.iinfo(torch.int64).max)
     return oldest.argmin(-1), usable.any(-1)
