@@ -163,8 +163,11 @@ DEV_EXAMPLES = 30  # tests/conftest.py's "dev" profile
 
 def examples(n: int) -> int:
     """Hypothesis example count: `n` under the dev profile, scaled with the loaded
-    profile's max_examples (the "ci" profile's 200 gives ~6.7 n)."""
-    return max(1, round(n * settings.default.max_examples / DEV_EXAMPLES))
+    profile's max_examples (the "ci" profile's 200 gives ~6.7 n), and never below a
+    larger profile's own count: CI runs at least 200 examples per property."""
+    profile = settings.default.max_examples
+    scaled = max(1, round(n * profile / DEV_EXAMPLES))
+    return max(scaled, profile) if profile > DEV_EXAMPLES else scaled
 
 
 def page_sets(positions: torch.Tensor, page_size: int) -> list[list[set[int]]]:
