@@ -14,6 +14,8 @@ step is the reference and the CPU path.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import triton
 import triton.language as tl
@@ -166,8 +168,10 @@ def raas_manage(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kpool: torch.
 def fused_step_tensors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                        cache: LayerCache, step: torch.Tensor, scale: float, ratio: float,
                        buffers: tuple[torch.Tensor, ...], mask: BlockMask,
-                       kernel_options: dict | None) -> torch.Tensor:
-    """Bookkeeping kernel, length update, flex_attention: the whole step, compilable."""
+                       kernel_options: dict | None, attend: Callable = flex_attention
+                       ) -> torch.Tensor:
+    """Bookkeeping kernel, length update, attention (`attend`, flex_attention by default):
+    the whole step, compilable."""
     c = cache
     B, Hq, _, D = q.shape
     H = c.fill.shape[1]
@@ -176,8 +180,8 @@ def fused_step_tensors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 c.kmin, c.kmax, c.fill, c.visible, c.timestamp, c.pinned, c.page_id,
                 c.current, c.length, c.overflow, step, *buffers, scale, ratio, c.page_size)
     c.length.add_(1)
-    out = flex_attention(q.view(B, H, Hq // H, D), c.k, c.v, block_mask=mask, scale=scale,
-                         kernel_options=kernel_options)
+    out = attend(q.view(B, H, Hq // H, D), c.k, c.v, block_mask=mask, scale=scale,
+                 kernel_options=kernel_options)
     return out.reshape(B, Hq, 1, D)
 
 
@@ -187,17 +191,8 @@ _compiled_flex = torch.compile(flex_attention, fullgraph=True, dynamic=False)
 
 def _eager_step(q, k, v, cache, step, scale, ratio, buffers, mask, kernel_options):
     """The same step with only flex compiled (the kernel launched eagerly); for comparison."""
-    c = cache
-    B, Hq, _, D = q.shape
-    H = c.fill.shape[1]
-    q = q.contiguous().to(c.k.dtype)
-    raas_manage(q, k.contiguous().to(c.k.dtype), v.contiguous().to(c.v.dtype), c.k, c.v,
-                c.kmin, c.kmax, c.fill, c.visible, c.timestamp, c.pinned, c.page_id,
-                c.current, c.length, c.overflow, step, *buffers, scale, ratio, c.page_size)
-    c.length.add_(1)
-    out = _compiled_flex(q.view(B, H, Hq // H, D), c.k, c.v, block_mask=mask, scale=scale,
-                         kernel_options=kernel_options)
-    return out.reshape(B, Hq, 1, D)
+    return fused_step_tensors(q, k, v, cache, step, scale, ratio, buffers, mask,
+                              kernel_options, attend=_compiled_flex)
 
 
 class FusedRaaSStep:
