@@ -1,0 +1,145 @@
+"""The accuracy harness's plumbing on a tiny random model, with stand-in appliers where
+raas_flex.apply_raas is not merged yet (and the real one where it is)."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from transformers import LlamaForCausalLM
+
+import raas_flex
+from bench import accuracy as cli
+from bench.harness.fidelity import FidelitySettings, load_sequences, run_fidelity
+from bench.harness.policies import Applier, budget_problem, budget_tokens, raas_applier
+from bench.harness.stats import wilson
+from bench.harness.sweep import SweepSettings, run_accuracy
+from bench.reasoner import model_config, save_checkpoint
+from bench.tasks import DEFAULT_SPEC, WordTokenizer
+
+TOK = WordTokenizer()
+HAS_APPLY = hasattr(raas_flex, "apply_raas")
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    return LlamaForCausalLM(model_config("tiny", TOK, max_positions=512)).eval()
+
+
+class Recorder:
+    """An applier that records its calls; `make` turns the model into the 'policy' model."""
+
+    def __init__(self, make=lambda m: m):
+        self.calls, self.removed, self.make = [], 0, make
+
+    def apply(self, model, budget, page_size, policy, **config):
+        self.calls.append((policy, budget, page_size, config))
+        return self.make(model)
+
+    def remove(self, model):
+        self.removed += 1
+
+    @property
+    def applier(self) -> Applier:
+        return Applier(self.apply, self.remove)
+
+
+def test_wilson_interval_known_values():
+    assert wilson(0, 10)[0] == 0.0 and wilson(0, 10)[1] == pytest.approx(0.2775, abs=1e-4)
+    assert wilson(10, 10)[1] == 1.0 and wilson(10, 10)[0] == pytest.approx(0.7225, abs=1e-4)
+    lo, hi = wilson(5, 10)
+    assert lo == pytest.approx(0.2366, abs=1e-4) and hi == pytest.approx(0.7634, abs=1e-4)
+    with pytest.raises(ValueError):
+        wilson(3, 0)
+
+
+def test_budget_arithmetic():
+    assert [budget_tokens(f, 2048, 16) for f in (1 / 16, 1 / 8, 1 / 4, 1 / 2)] == [128, 256, 512, 1024]
+    assert budget_tokens(1 / 16, 100, 16) == 16
+    assert budget_problem(64, DEFAULT_SPEC.prompt_tokens, 16) is None
+    assert "decode pages" in budget_problem(48, DEFAULT_SPEC.prompt_tokens, 16)
+
+
+def test_sweep_rows_and_apply_remove_pairing(tiny_model):
+    rec = Recorder()
+    s = SweepSettings(decode_tokens=255, n=3, batch_size=2, policies=("dense", "raas"),
+                      fractions=(1 / 16, 1 / 2), slack=1.0, policy_config={"top_ratio": 0.5})
+    out = run_accuracy(tiny_model, TOK, DEFAULT_SPEC, s, rec.applier, progress=False)
+    rows = {(r["policy"], r["budget_fraction"]): r for r in out["rows"]}
+    assert set(rows) == {("hf", 1.0), ("dense", 1.0), ("raas", 0.5)}
+    assert [(r["policy"], r["budget_fraction"]) for r in out["skipped"]] == [("raas", 1 / 16)]
+    # two batches per unit, each applied once and removed once, with the right budget
+    assert rec.removed == len(rec.calls) == 2 * 2
+    assert {c[1] for c in rec.calls if c[0] == "raas"} == {128}
+    assert {c[1] for c in rec.calls if c[0] == "dense"} == {288}  # prompt + max_new, paged
+    assert all(c[2] == 16 and c[3] == {"top_ratio": 0.5} for c in rec.calls)
+    for r in rows.values():
+        assert r["n"] == 3 and 0.0 <= r["ci_low"] <= r["accuracy"] <= r["ci_high"] <= 1.0
+        # an identity 'policy' decodes exactly like plain HF
+        assert r["mean_generated_tokens"] == rows[("hf", 1.0)]["mean_generated_tokens"]
+        assert r["accuracy"] == rows[("hf", 1.0)]["accuracy"]
+
+
+def test_cli_writes_json_table_and_plot(tiny_model, tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    ckpt = save_checkpoint(tiny_model, TOK, DEFAULT_SPEC, tmp_path / "tiny", log={})
+    rec = Recorder()
+    monkeypatch.setattr(cli, "raas_applier", lambda: rec.applier)
+    cli.main(["accuracy", "--model", str(ckpt), "--decode-tokens", "255", "--n", "2",
+              "--policies", "raas", "streaming", "--fractions", "0.25", "--slack", "1",
+              "--out-dir", str(tmp_path / "res"), "--tag", "t", "--no-progress"])
+    data = json.loads((tmp_path / "res" / "accuracy_t.json").read_text())
+    assert [r["policy"] for r in data["rows"]] == ["hf", "raas", "streaming"]
+    for r in data["rows"]:
+        assert {"policy", "budget_fraction", "accuracy", "ci_low", "ci_high", "n",
+                "mean_generated_tokens"} <= set(r)
+    assert "| raas | 0.250 | 64 |" in (tmp_path / "res" / "accuracy_t.md").read_text()
+    assert (tmp_path / "res" / "accuracy_t.png").stat().st_size > 1000
+
+
+def _perturbed(model):
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    return other
+
+
+def test_fidelity_zero_for_identity_positive_for_other_model(tiny_model, tmp_path):
+    lines = [json.dumps({"text": "<bos> " + " ".join("a 1 b 2 s 3 ;".split() * 12)}),
+             json.dumps({"prompt": "<bos> a 1 b 2 n", "completion": "s 3 + t 4 = 7 ; " * 6})]
+    data = tmp_path / "d.jsonl"
+    data.write_text("\n".join(lines))
+    s = FidelitySettings(prompt_tokens=16, decode_tokens=48, n=4, policies=("raas",),
+                         fractions=(1.0,))
+    pairs = load_sequences(data, TOK.encode, s)
+    assert [len(t) for _, t in pairs] == [48, 48] and len(pairs[0][0]) == 16
+    same = run_fidelity(tiny_model, pairs, s, Recorder().applier, progress=False)["rows"][0]
+    assert same["mean_kl"] < 1e-6 and same["top1_agreement"] == 1.0 and same["n_steps"] == 96
+    torch.manual_seed(1)
+    diff = run_fidelity(tiny_model, pairs, s, Recorder(_perturbed).applier, progress=False)
+    assert diff["rows"][0]["mean_kl"] > 1e-3
+    assert len(diff["curves"]["raas@1"]) == 1
+
+
+def test_missing_apply_raas_is_a_clear_error():
+    if HAS_APPLY:
+        assert isinstance(raas_applier(), Applier)
+    else:
+        with pytest.raises(RuntimeError, match="apply_raas"):
+            raas_applier()
+
+
+@pytest.mark.skipif(not HAS_APPLY, reason="raas_flex.apply_raas is not merged in this checkout")
+def test_real_apply_raas_end_to_end(tiny_model):
+    """After the merge: the real policies run through the harness on the tiny model."""
+    s = SweepSettings(decode_tokens=255, n=2, batch_size=2, policies=("dense", "raas"),
+                      fractions=(1 / 2,))
+    out = run_accuracy(tiny_model, TOK, DEFAULT_SPEC, s, raas_applier(), progress=False)
+    rows = {r["policy"]: r for r in out["rows"]}
+    assert set(rows) == {"hf", "dense", "raas"}
+    assert rows["dense"]["accuracy"] == rows["hf"]["accuracy"]
