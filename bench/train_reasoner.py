@@ -59,13 +59,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.tiny:
         args.preset, args.eval_decode_tokens, args.eval_n = "tiny", 63, 8
         args.batch_tokens, args.lr, args.warmup, args.start_steps = 2048, 1e-2, 3, 2
         args.log_every_s, args.eval_every_s = 0.0, math.inf  # log every step; check at the end
-        torch.set_num_threads(1)  # tiny matmuls: thread hand-offs cost more than they save
+        args.threads = args.threads or 1  # tiny matmuls: thread hand-offs cost more than they save
     return args
 
 
@@ -91,7 +89,8 @@ def masked_loss(model, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Ten
     """Mean cross-entropy of the scored targets, and their argmax hits [B, T-1]."""
     logits = model(input_ids=ids[:, :-1]).logits.float()  # (B, T-1, V)
     target, m = ids[:, 1:], mask[:, 1:]
-    loss = torch.nn.functional.cross_entropy(logits[m], target[m])
+    ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, reduction="none")
+    loss = (ce * m).sum() / m.sum()  # no boolean indexing: it would sync the host every step
     return loss, (logits.argmax(-1) == target) | ~m
 
 
@@ -117,7 +116,24 @@ def test_tensors(tok, problems, device) -> tuple[torch.Tensor, torch.Tensor]:
     return ids, mask
 
 
+def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Pinned, asynchronous copy on CUDA, so the host builds the next batch while the GPU works."""
+    t = torch.from_numpy(array)
+    return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t
+
+
 def train(args: argparse.Namespace) -> dict:
+    """Run training per `args` (see parse_args); returns the training log."""
+    threads = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return _train(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     data_rng = np.random.default_rng([args.seed, 17])
     device, tok, spec = torch.device(args.device), WordTokenizer(), DEFAULT_SPEC
@@ -155,8 +171,7 @@ def train(args: argparse.Namespace) -> dict:
         rows = max(1, args.batch_tokens // seq_len)
         n_steps = data_rng.integers(max(1, n_max // 2), n_max + 1, size=rows)
         batch = train_batch(data_rng, n_steps, seq_len, tok, spec)
-        ids = torch.from_numpy(batch.ids).to(device, non_blocking=True)
-        mask = torch.from_numpy(batch.loss_mask).to(device, non_blocking=True)
+        ids, mask = (_to_device(a, device) for a in (batch.ids, batch.loss_mask))
         for group in opt.param_groups:
             group["lr"] = args.lr * lr_factor(step, progress, args.warmup, args.min_lr_ratio)
         with amp():
