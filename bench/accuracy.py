@@ -4,6 +4,8 @@
     python bench/accuracy.py accuracy --model bench/checkpoints/reasoner --decode-tokens 2048 --n 128
     # any local HF causal LM on a text/jsonl file: per-step KL(dense || policy), top-1 agreement
     python bench/accuracy.py fidelity --model /path/to/hf_model --data notes.jsonl --decode-tokens 1024
+    # runs split by policy (each under a time limit), then one table and plot
+    python bench/accuracy.py merge bench/results/accuracy_a.json bench/results/accuracy_b.json --tag all
 
 Writes bench/results/accuracy_<tag>.{json,md,png} (or fidelity_<tag>.{json,md}). Policies run
 through raas_flex.apply_raas(model, budget=, page_size=, policy=) + model.generate(); the row
@@ -42,7 +44,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         q.add_argument("--model", type=Path, required=True, help="checkpoint / HF model folder")
         q.add_argument("--decode-tokens", type=int, default=2048 if name == "accuracy" else 1024)
         q.add_argument("--n", type=int, default=128 if name == "accuracy" else 8)
-        q.add_argument("--policies", nargs="+", default=list(PEER_POLICIES))
+        q.add_argument("--policies", nargs="*", default=list(PEER_POLICIES),
+                       help="none: only the plain-HF reference row (needs no apply_raas)")
         q.add_argument("--fractions", nargs="+", type=float, default=list(FRACTIONS))
         q.add_argument("--page-size", type=int, default=16)
         q.add_argument("--policy-config", type=json.loads, default={},
@@ -63,6 +66,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     fid.add_argument("--data", required=True,
                      help="a .txt or .jsonl file, or 'task' for generated test problems")
     fid.add_argument("--prompt-tokens", type=int, default=128)
+    merge = sub.add_parser("merge", help="combine accuracy JSONs (e.g. one run per policy)")
+    merge.add_argument("inputs", nargs="+", type=Path)
+    merge.add_argument("--out-dir", type=Path, default=Path("bench/results"))
+    merge.add_argument("--tag", required=True)
+    merge.add_argument("--no-plot", action="store_true")
     return p.parse_args(argv)
 
 
@@ -80,6 +88,8 @@ def load_any(path: Path, device: str, dtype: torch.dtype):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.mode == "merge":
+        return merge_results(args.inputs, args.out_dir, args.tag, plot=not args.no_plot)
     dtype = getattr(torch, args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32"))
     model, encode, task = load_any(args.model, args.device, dtype)
     tag = args.tag or f"{args.model.name}_D{args.decode_tokens}"
@@ -88,6 +98,43 @@ def main(argv=None) -> dict:
     if args.mode == "accuracy":
         return _accuracy(args, model, task, tag, meta)
     return _fidelity(args, model, encode, task, tag, meta)
+
+
+def merge_results(inputs: list[Path], out_dir: Path, tag: str, plot: bool = True) -> dict:
+    """One accuracy file from several runs on the same problems; a later file's row replaces
+    an earlier one for the same (policy, budget_fraction)."""
+    runs = [json.loads(Path(p).read_text()) for p in inputs]
+    keys = ("decode_tokens", "n", "seed")
+    first = {k: runs[0]["settings"][k] for k in keys}
+    for path, run in zip(inputs, runs):
+        if {k: run["settings"][k] for k in keys} != first:
+            raise ValueError(f"{path} ran other problems ({keys} differ from {inputs[0]}).")
+    rows = {(r["policy"], r["budget_fraction"]): r for run in runs for r in run["rows"]}
+    skipped = [s for run in runs for s in run["skipped"]]
+    payload = {"rows": list(rows.values()), "skipped": skipped, "settings": runs[0]["settings"],
+               "merged_from": [str(p) for p in inputs], "meta": runs[-1]["meta"]}
+    _write_accuracy(out_dir, tag, payload, plot)
+    return payload
+
+
+def _write_accuracy(out_dir: Path, tag: str, payload: dict, plot: bool) -> Path:
+    """accuracy_<tag>.json, .md and .png from a payload with rows/skipped/settings/meta."""
+    s, meta = payload["settings"], payload["meta"]
+    name = Path(meta["model"]).name
+    out = write_json(out_dir / f"accuracy_{tag}.json", payload)
+    table = markdown_table(payload["rows"], ACC_COLUMNS)
+    skipped = "".join(f"\n- skipped {r['policy']} at {r['budget_fraction']:g}: {r['reason']}"
+                      for r in payload["skipped"])
+    (out_dir / f"accuracy_{tag}.md").write_text(
+        f"Accuracy vs budget, {name}, decode {s['decode_tokens']} tokens, n={s['n']}, "
+        f"{meta['device']}\n\n{table}{skipped}\n")
+    if plot:
+        accuracy_plot(payload["rows"], out_dir / f"accuracy_{tag}.png",
+                      f"{name}: exact answers at decode {s['decode_tokens']}, n={s['n']}, "
+                      f"Wilson 95% ({meta['device']})")
+    print(table + skipped)
+    print(json.dumps({"results": str(out), "rows": len(payload["rows"])}))
+    return out
 
 
 def _accuracy(args, model, task, tag: str, meta: dict) -> dict:
@@ -102,19 +149,7 @@ def _accuracy(args, model, task, tag: str, meta: dict) -> dict:
     result = run_accuracy(model, tok, spec, s, raas_applier() if s.policies else None,
                           progress=not args.no_progress)
     payload = {**result, "settings": asdict(s), "meta": meta}
-    out = write_json(args.out_dir / f"accuracy_{tag}.json", payload)
-    table = markdown_table(result["rows"], ACC_COLUMNS)
-    skipped = "".join(f"\n- skipped {r['policy']} at {r['budget_fraction']:g}: {r['reason']}"
-                      for r in result["skipped"])
-    (args.out_dir / f"accuracy_{tag}.md").write_text(
-        f"Accuracy vs budget, {args.model.name}, decode {args.decode_tokens} tokens, "
-        f"n={args.n}, {meta['device']}\n\n{table}{skipped}\n")
-    if not args.no_plot:
-        accuracy_plot(result["rows"], args.out_dir / f"accuracy_{tag}.png",
-                      f"{args.model.name}: exact answers at decode {args.decode_tokens}, "
-                      f"n={args.n}, Wilson 95% ({meta['device']})")
-    print(table + skipped)
-    print(json.dumps({"results": str(out), "rows": len(result["rows"])}))
+    _write_accuracy(args.out_dir, tag, payload, plot=not args.no_plot)
     return payload
 
 

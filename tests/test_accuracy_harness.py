@@ -84,21 +84,26 @@ def test_sweep_rows_and_apply_remove_pairing(tiny_model):
         assert r["accuracy"] == rows[("hf", 1.0)]["accuracy"]
 
 
-def test_cli_writes_json_table_and_plot(tiny_model, tmp_path, monkeypatch):
+def test_cli_writes_json_table_plot_and_merges(tiny_model, tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
     ckpt = save_checkpoint(tiny_model, TOK, DEFAULT_SPEC, tmp_path / "tiny", log={})
     rec = Recorder()
     monkeypatch.setattr(cli, "raas_applier", lambda: rec.applier)
-    cli.main(["accuracy", "--model", str(ckpt), "--decode-tokens", "255", "--n", "2",
-              "--policies", "raas", "streaming", "--fractions", "0.25", "--slack", "1",
-              "--out-dir", str(tmp_path / "res"), "--tag", "t", "--no-progress"])
-    data = json.loads((tmp_path / "res" / "accuracy_t.json").read_text())
+    res = tmp_path / "res"
+    common = ["--model", str(ckpt), "--decode-tokens", "255", "--n", "2", "--fractions", "0.25",
+              "--slack", "1", "--out-dir", str(res), "--no-progress"]
+    cli.main(["accuracy", *common, "--policies", "raas", "--tag", "a"])
+    cli.main(["accuracy", *common, "--policies", "streaming", "--no-reference", "--tag", "b"])
+    cli.main(["merge", str(res / "accuracy_a.json"), str(res / "accuracy_b.json"),
+              "--out-dir", str(res), "--tag", "all"])
+    data = json.loads((res / "accuracy_all.json").read_text())
     assert [r["policy"] for r in data["rows"]] == ["hf", "raas", "streaming"]
     for r in data["rows"]:
         assert {"policy", "budget_fraction", "accuracy", "ci_low", "ci_high", "n",
                 "mean_generated_tokens"} <= set(r)
-    assert "| raas | 0.250 | 64 |" in (tmp_path / "res" / "accuracy_t.md").read_text()
-    assert (tmp_path / "res" / "accuracy_t.png").stat().st_size > 1000
+    assert "| raas | 0.250 | 64 |" in (res / "accuracy_all.md").read_text()
+    assert (res / "accuracy_all.png").stat().st_size > 1000
+    assert [c[0] for c in rec.calls] == ["raas", "streaming"]
 
 
 def _perturbed(model):
