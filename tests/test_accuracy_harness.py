@@ -72,8 +72,8 @@ def test_sweep_rows_and_apply_remove_pairing(tiny_model):
     rows = {(r["policy"], r["budget_fraction"]): r for r in out["rows"]}
     assert set(rows) == {("hf", 1.0), ("dense", 1.0), ("raas", 0.5)}
     assert [(r["policy"], r["budget_fraction"]) for r in out["skipped"]] == [("raas", 1 / 16)]
-    # two batches per unit, each applied once and removed once, with the right budget
-    assert rec.removed == len(rec.calls) == 2 * 2
+    # one apply and one remove per (policy, budget), around both batches, with the right budget
+    assert rec.removed == len(rec.calls) == 2
     assert {c[1] for c in rec.calls if c[0] == "raas"} == {128}
     assert {c[1] for c in rec.calls if c[0] == "dense"} == {288}  # prompt + max_new, paged
     assert all(c[2] == 16 and c[3] == {"top_ratio": 0.5} for c in rec.calls)
