@@ -141,7 +141,9 @@ def _train(args: argparse.Namespace) -> dict:
     max_len = seq_len_for(final_steps)
     from transformers import LlamaForCausalLM
 
-    config = model_config(args.preset, tok, max_positions=max_len, rope_theta=args.rope_theta)
+    # max_position_embeddings is metadata for default RoPE: room for the check's slack decode
+    positions = max(max_len, 2 * args.eval_decode_tokens)
+    config = model_config(args.preset, tok, max_positions=positions, rope_theta=args.rope_theta)
     model = LlamaForCausalLM(config).to(device)
     model.config.use_cache = False
     n_params = count_parameters(model)

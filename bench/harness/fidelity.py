@@ -82,7 +82,8 @@ def forced_decode(model, prompt: list[int], targets: list[int], on_step) -> None
     ids = torch.tensor([prompt], device=model.device)
     tgt = torch.tensor(targets, device=model.device)
     model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=len(targets),
-                   min_new_tokens=0, do_sample=False, pad_token_id=targets[0],
+                   min_new_tokens=0, do_sample=False,
+                   pad_token_id=model.generation_config.pad_token_id or 0,
                    logits_processor=LogitsProcessorList([_Forcer(len(prompt), tgt, on_step)]))
 
 
