@@ -45,7 +45,7 @@ def test_checker_catches_one_wrong_word(where):
 
 def test_checker_flags_truncated_chain_and_missing_answer():
     p = make_problem("test", 2, 30)
-    cut = " ".join(p.chain.split()[: 12 * 10])
+    cut = " ".join(p.chain.split()[: DEFAULT_SPEC.step_tokens * 10])
     assert check(p.prompt, cut).first_error_step == 10
     no_answer = " ".join(p.chain.split()[:-3])
     verdict = check(p.prompt, no_answer)
@@ -92,10 +92,13 @@ def test_decode_length_is_controlled(decode_tokens):
 def test_phoenix_reads_and_milestone_lifetime():
     p = make_problem("test", 4, 200)
     assert p.phoenix_steps == len(range(0, 200, DEFAULT_SPEC.fact_every))
-    steps = [p.chain.split()[i: i + 12] for i in range(0, 200 * 12, 12)]
+    width = DEFAULT_SPEC.step_tokens
+    steps = [p.chain.split()[i: i + width] for i in range(0, 200 * width, width)]
     for k in range(DEFAULT_SPEC.registers, 200):
         # a step's old value is exactly the result written `registers` steps earlier
-        assert steps[k][5] == steps[k - DEFAULT_SPEC.registers][10]
+        assert steps[k][5] == steps[k - DEFAULT_SPEC.registers][11]
+    carries = [s[10] for s in steps]
+    assert set(carries) == {"0", "1"}
 
 
 def test_batch_rows_pass_the_checker_and_mask_targets():

@@ -106,14 +106,15 @@ def _write_chain(ids, facts, n_steps, tok, spec) -> np.ndarray:
         phoenix = counter % spec.fact_every == 0
         val = np.where(phoenix, facts[rows, old], values[:, prev])
         src = np.where(phoenix, fact_ids[old], reg_ids[prev])
-        res = (old + val) % 10 if reg % 2 == 0 else (old - val) % 10
+        total = old + val if reg % 2 == 0 else old - val
+        res, carry = total % 10, ((total < 0) | (total > 9)).astype(np.int64)
         at = spec.prompt_tokens + k * spec.step_tokens
         block = np.concatenate([
             digit[_counter_digits(counter, width)],
             np.stack([
                 np.full_like(old, reg_ids[reg]), digit[old],
                 np.full_like(old, tok.ids[PLUS if reg % 2 == 0 else MINUS]),
-                src, digit[val], np.full_like(old, tok.ids[EQUALS]), digit[res],
+                src, digit[val], np.full_like(old, tok.ids[EQUALS]), digit[carry], digit[res],
                 np.full_like(old, tok.ids[END_STEP]),
             ], axis=1),
         ], axis=1)  # [B, step_tokens]

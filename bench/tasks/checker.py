@@ -56,10 +56,12 @@ def expected_steps(prompt: str, registers: int = 8, fact_every: int = 10) -> lis
         else:
             src = _FACTS[old]
             val = facts[src]
-        sign = 1 if _REGS.index(dest) % 2 == 0 else -1
-        res = (old + sign * val) % 10
+        if _REGS.index(dest) % 2 == 0:
+            op, carry, res = "+", (old + val) // 10, (old + val) % 10
+        else:
+            op, carry, res = "-", int(old < val), (old - val + 10) % 10
         steps.append(list(str(counter).zfill(width))
-                     + [dest, str(old), "+" if sign > 0 else "-", src, str(val), "=", str(res), ";"])
+                     + [dest, str(old), op, src, str(val), "=", str(carry), str(res), ";"])
         regs[dest], last = res, dest
     return steps
 

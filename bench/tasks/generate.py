@@ -1,13 +1,19 @@
 """One problem at a time, from (split, seed, index): the canonical generator.
 
 A problem: the prompt states ten facts a..j (digits) and a step count N. The model writes N
-steps, each `c c c c D old op S val = res ;` with a countdown counter, then `<ans> res <eos>`.
+steps, each `c c c c D old op S val = carry res ;` with a countdown counter, then
+`<ans> res <eos>`.
 
     step k (counter N-1-k), D = register k % R, old = D's value (written R steps ago; the
     first R steps read D's initial value, fact number k % R):
       counter % fact_every == 0 -> S = fact letter number `old`, val = that fact  (phoenix)
       otherwise                 -> S = the previous step's register, val = its result
-      res = old + val (D's index even) or old - val (odd), mod 10
+      res = old + val (D's index even) or old - val (odd), mod 10; carry = 1 where the sum
+      reached 10 or the difference went below 0, else 0
+
+Why the carry digit: res alone is a Latin square in (old, val), so neither operand by itself
+says anything about it and a model sees no gradient toward attending either one until it
+attends both (a long plateau). The carry depends on each operand alone, which opens the path.
 """
 
 from __future__ import annotations
@@ -78,9 +84,11 @@ def make_problem(
         else:
             src, val = REGISTER_NAMES[prev], values[prev]
         op = PLUS if reg % 2 == 0 else MINUS
-        res = (old + val) % 10 if op == PLUS else (old - val) % 10
+        total = old + val if op == PLUS else old - val
+        res, carry = total % 10, int(not 0 <= total <= 9)
         words += list(f"{counter:0{spec.counter_digits}d}")
-        words += [REGISTER_NAMES[reg], str(old), op, src, str(val), EQUALS, str(res), END_STEP]
+        words += [REGISTER_NAMES[reg], str(old), op, src, str(val), EQUALS, str(carry), str(res),
+                  END_STEP]
         values[reg], prev, answer = res, reg, res
     words += [ANS, str(answer), EOS]
     return Problem(split, seed, index, facts, n_steps, prompt, " ".join(words), answer, phoenix)

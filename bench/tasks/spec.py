@@ -54,8 +54,8 @@ class TaskSpec:
 
     @property
     def step_tokens(self) -> int:
-        """counter digits, dest, old, op, src, value, =, result, ;"""
-        return self.counter_digits + 8
+        """counter digits, dest, old, op, src, value, =, carry, result, ;"""
+        return self.counter_digits + 9
 
     answer_tokens: ClassVar[int] = 3  # <ans> digit <eos>
 
