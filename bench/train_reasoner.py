@@ -109,6 +109,35 @@ def teacher_forced_check(model, ids: torch.Tensor, mask: torch.Tensor, amp) -> d
     return {"tf_exact": rows / len(ids), "tf_token_acc": hits / tokens}
 
 
+FIELDS = ("dest", "old", "op", "src", "val", "=", "carry", "res", ";")
+
+
+@torch.no_grad()
+def field_accuracy(model, ids: torch.Tensor, n_steps: int, amp) -> dict:
+    """Teacher-forced argmax accuracy per step field (counter digits pooled), split into
+    regular and phoenix (fact-reading) steps: says which sub-skill a model still lacks."""
+    spec, model_was_training = DEFAULT_SPEC, model.training
+    model.eval()
+    hits = []
+    for i in range(0, len(ids), 32):
+        with amp():
+            pred = model(input_ids=ids[i: i + 32, :-1]).logits.argmax(-1)
+        hits.append((pred == ids[i: i + 32, 1:]).cpu())
+    model.train(model_was_training)
+    start = spec.prompt_tokens - 1  # logits at t predict token t + 1
+    per = torch.cat(hits)[:, start: start + n_steps * spec.step_tokens]
+    per = per.reshape(len(ids), n_steps, spec.step_tokens).float()  # (B, steps, fields)
+    fact = torch.tensor([(n_steps - 1 - k) % spec.fact_every == 0 for k in range(n_steps)])
+    names = ("counter",) * spec.counter_digits + FIELDS
+    out = {}
+    for kind, sel in (("regular", ~fact), ("phoenix", fact)):
+        acc = per[:, sel].mean(dim=(0, 1))
+        for name in dict.fromkeys(names):
+            cols = [j for j, n in enumerate(names) if n == name]
+            out[f"{kind}/{name}"] = round(acc[cols].mean().item(), 5)
+    return out
+
+
 def test_tensors(tok, problems, device) -> tuple[torch.Tensor, torch.Tensor]:
     ids = torch.tensor([tok.encode(p.text) for p in problems], device=device)
     mask = torch.zeros_like(ids, dtype=torch.bool)
@@ -200,6 +229,8 @@ def _train(args: argparse.Namespace) -> dict:
     log.update(steps=step, train_seconds=round(train_s, 1), tokens_seen=seen,
                scored_tokens=scored, tokens_per_s=round(seen / train_s))
     log["final_teacher_forced"] = teacher_forced_check(model, test_ids, test_mask, amp)
+    log["final_field_accuracy"] = field_accuracy(model, test_ids, test[0].n_steps, amp)
+    print(json.dumps({"field_accuracy": log["final_field_accuracy"]}), flush=True)
     model.eval()
     model.config.use_cache = True
     save_checkpoint(model, tok, spec, args.out, log)  # before the slow check: a cut-off keeps it

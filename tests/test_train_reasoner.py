@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from types import SimpleNamespace
 
 import torch
 from transformers import LlamaForCausalLM
 
 from bench import train_reasoner as tr
 from bench.reasoner import PRESETS, count_parameters, load_checkpoint, model_config
-from bench.tasks import WordTokenizer
+from bench.tasks import DEFAULT_SPEC, WordTokenizer, make_problems
 
 
 def test_tiny_training_lowers_loss_and_saves_a_loadable_checkpoint(tmp_path):
@@ -21,6 +23,7 @@ def test_tiny_training_lowers_loss_and_saves_a_loadable_checkpoint(tmp_path):
     assert (out / "model.safetensors").stat().st_size < 100 * 2**20
     saved = json.loads((out / "train_log.json").read_text())
     assert saved["steps"] == 24 and "final_dense_greedy" in saved
+    assert {"regular/res", "phoenix/val", "regular/counter"} <= set(saved["final_field_accuracy"])
     model, tok, spec = load_checkpoint(out)
     assert count_parameters(model) == log["parameters"] and spec.registers == 8
     assert model.generation_config.eos_token_id == tok.eos_id
@@ -39,3 +42,32 @@ def test_curriculum_and_schedule_shapes():
     assert tr.lr_factor(0, 0.0, 10, 0.1) == 0.1 and tr.lr_factor(9, 0.0, 10, 0.1) == 1.0
     assert tr.lr_factor(50, 1.0, 10, 0.1) == 0.1
     assert tr.seq_len_for(188) % tr.SEQ_MULTIPLE == 0 and tr.seq_len_for(188) >= 27 + 188 * 12 + 3
+
+
+class Oracle(torch.nn.Module):
+    """Predicts every next token right, except at positions listed in `wrong`."""
+
+    def __init__(self, ids: torch.Tensor, wrong: torch.Tensor) -> None:
+        super().__init__()
+        self.ids, self.wrong = ids, wrong
+
+    def forward(self, input_ids):
+        rows = [int((self.ids[:, :-1] == r).all(-1).nonzero()[0]) for r in input_ids]
+        target = self.ids[rows, 1:].clone()
+        target[self.wrong[rows]] = (target[self.wrong[rows]] + 1) % 40
+        return SimpleNamespace(logits=torch.nn.functional.one_hot(target, 64).float())
+
+
+def test_field_accuracy_points_at_the_wrong_field():
+    tok = WordTokenizer()
+    problems = make_problems("test", 3, 400, seed=2)
+    ids = torch.tensor([tok.encode(p.text) for p in problems])
+    n, width = problems[0].n_steps, DEFAULT_SPEC.step_tokens
+    wrong = torch.zeros(ids.shape[0], ids.shape[1] - 1, dtype=torch.bool)
+    phoenix = [k for k in range(n) if (n - 1 - k) % DEFAULT_SPEC.fact_every == 0]
+    for k in phoenix:  # break the value read from the prompt on every phoenix step
+        val_token = DEFAULT_SPEC.prompt_tokens + k * width + DEFAULT_SPEC.counter_digits + 4
+        wrong[:, val_token - 1] = True
+    acc = tr.field_accuracy(Oracle(ids, wrong), ids, n, contextlib.nullcontext)
+    assert acc["phoenix/val"] == 0.0
+    assert all(v == 1.0 for k, v in acc.items() if k != "phoenix/val")
