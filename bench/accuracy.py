@@ -31,7 +31,7 @@ from bench.harness.report import accuracy_plot, environment, markdown_table, wri
 from bench.harness.sweep import SweepSettings, run_accuracy  # noqa: E402
 
 ACC_COLUMNS = ["policy", "budget_fraction", "budget_tokens", "accuracy", "ci_low", "ci_high", "n",
-               "chain_accuracy", "mean_generated_tokens"]
+               "chain_accuracy", "mean_generated_tokens", "phoenix_error_share"]
 FID_COLUMNS = ["policy", "budget_fraction", "budget_tokens", "mean_kl", "p95_kl", "max_kl",
                "top1_agreement", "n_sequences", "n_steps"]
 

@@ -106,8 +106,11 @@ def score_outputs(problems: list[Problem], outputs: list[list[int]], tok: WordTo
     records = []
     for p, ids in zip(problems, outputs):
         v = check(p.prompt, tok.decode(ids), spec.registers, spec.fact_every)
+        k = v.first_error_step
+        phoenix = None if k is None or k >= p.n_steps else (p.n_steps - 1 - k) % spec.fact_every == 0
         records.append({"correct": v.answer == p.answer, "chain_ok": v.ok,
-                        "first_error_step": v.first_error_step, "generated_tokens": len(ids)})
+                        "first_error_step": k, "first_error_phoenix": phoenix,
+                        "generated_tokens": len(ids)})
     return records
 
 

@@ -103,11 +103,15 @@ def _row(policy: str, frac: float, budget: int | None, records: list[dict], seco
     n, k = len(records), sum(r["correct"] for r in records)
     lo, hi = wilson(k, n)
     errors = [r["first_error_step"] for r in records if r["first_error_step"] is not None]
+    kinds = [r["first_error_phoenix"] for r in records if r["first_error_phoenix"] is not None]
     return {
         "policy": policy, "budget_fraction": frac, "budget_tokens": budget,
         "accuracy": k / n, "ci_low": lo, "ci_high": hi, "n": n, "correct": k,
         "chain_accuracy": sum(r["chain_ok"] for r in records) / n,
         "mean_generated_tokens": sum(r["generated_tokens"] for r in records) / n,
         "mean_first_error_step": sum(errors) / len(errors) if errors else None,
+        # share of broken chains whose first wrong step reads a prompt fact (a phoenix read);
+        # ~1/fact_every when errors fall anywhere, near 1 when a policy loses the prompt
+        "phoenix_error_share": sum(kinds) / len(kinds) if kinds else None,
         "seconds": round(seconds, 2),
     }
