@@ -166,3 +166,16 @@ def test_real_apply_raas_end_to_end(tiny_model):
     rows = {r["policy"]: r for r in out["rows"]}
     assert set(rows) == {"hf", "dense", "raas"}
     assert rows["dense"]["accuracy"] == rows["hf"]["accuracy"]
+
+
+def test_cli_fidelity_on_task_text(tiny_model, tmp_path, monkeypatch):
+    ckpt = save_checkpoint(tiny_model, TOK, DEFAULT_SPEC, tmp_path / "tiny", log={})
+    rec = Recorder()
+    monkeypatch.setattr(cli, "raas_applier", lambda: rec.applier)
+    cli.main(["fidelity", "--model", str(ckpt), "--data", "task", "--n", "2",
+              "--decode-tokens", "120", "--policies", "dense", "raas", "--fractions", "0.5",
+              "--out-dir", str(tmp_path), "--tag", "f", "--no-progress"])
+    data = json.loads((tmp_path / "fidelity_f.json").read_text())
+    assert [(r["policy"], r["budget_fraction"]) for r in data["rows"]] == [("dense", 1.0), ("raas", 0.5)]
+    assert all(r["mean_kl"] < 1e-6 and r["top1_agreement"] == 1.0 for r in data["rows"])
+    assert [c[:2] for c in rec.calls] == [("dense", 160), ("raas", 64)] * 2
