@@ -76,8 +76,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def load_any(path: Path, device: str, dtype: torch.dtype):
     """(model, encode) for a reasoner checkpoint or any local HF causal LM (no downloads)."""
-    if (path / "vocab.json").exists() and (path / "task_spec.json").exists():
-        from bench.reasoner import load_checkpoint
+    from bench.reasoner import is_checkpoint, load_checkpoint
+
+    if is_checkpoint(path):
         model, tok, spec = load_checkpoint(path, device, dtype)
         return model, tok.encode, (tok, spec)
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -139,7 +140,7 @@ def _write_accuracy(out_dir: Path, tag: str, payload: dict, plot: bool) -> Path:
 
 def _accuracy(args, model, task, tag: str, meta: dict) -> dict:
     if task is None:
-        raise ValueError(f"{args.model} is not a reasoner checkpoint (vocab.json + task_spec.json); "
+        raise ValueError(f"{args.model} is not a reasoner checkpoint (no reasoner.json); "
                          f"accuracy mode needs one; use the fidelity mode for other models.")
     tok, spec = task
     s = SweepSettings(decode_tokens=args.decode_tokens, n=args.n, seed=args.seed,

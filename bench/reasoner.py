@@ -1,8 +1,10 @@
 """The small reasoning model: its config presets, checkpoint files, and dense greedy scoring.
 
 Shared by train_reasoner.py (training, final check) and accuracy.py (the policy sweep).
-A checkpoint folder holds config.json + model.safetensors (transformers' save_pretrained),
-generation_config.json, vocab.json (the word tokenizer), task_spec.json and train_log.json.
+A checkpoint folder holds transformers' save_pretrained files (config.json,
+generation_config.json, bf16 weights in safetensors shards of <= 16 MB + their index),
+reasoner.json (the word vocabulary and the task spec) and train_log.json: 7 files, each small
+enough to come back from the device machine (at most 8 files of 16 MiB there).
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from bench.tasks import VOCAB_SIZE, Problem, TaskSpec, WordTokenizer, check
 
+META = "reasoner.json"  # vocabulary and task spec, beside transformers' files
+
 PRESETS = {
-    # ~17M parameters: 6 layers, d=512, GQA 8 query / 2 kv heads of 64 (a real GQA model, so
-    # the policies' per-kv-head paths are exercised), SwiGLU 1408.
+    # 14.6M parameters: 6 layers, d=512, GQA 8 query / 2 kv heads of 64 (a real GQA model, so
+    # the policies' per-kv-head paths are exercised), SwiGLU 1152; 29 MB in bf16 = 2 shards.
     "base": dict(hidden_size=512, num_hidden_layers=6, num_attention_heads=8,
-                 num_key_value_heads=2, intermediate_size=1408),
+                 num_key_value_heads=2, intermediate_size=1152),
     # CPU learnability checks (~0.8M parameters).
     "small": dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
                   num_key_value_heads=2, intermediate_size=384),
@@ -50,31 +54,34 @@ def count_parameters(model: torch.nn.Module) -> int:
 
 
 def save_checkpoint(model: LlamaForCausalLM, tok: WordTokenizer, spec: TaskSpec,
-                    out: Path, log: dict, max_mb: float = 100.0) -> Path:
-    """Write the checkpoint folder; refuse one whose weights exceed max_mb."""
+                    out: Path, log: dict, max_mb: float = 100.0, shard: str = "16MB") -> Path:
+    """Write the checkpoint folder (weights in the model's dtype); refuse weights > max_mb."""
     out.mkdir(parents=True, exist_ok=True)
     model.generation_config.do_sample = False
     model.generation_config.pad_token_id = tok.pad_id
     model.generation_config.eos_token_id = tok.eos_id
-    model.save_pretrained(out, safe_serialization=True)
-    tok.save(out / "vocab.json")
-    (out / "task_spec.json").write_text(json.dumps(asdict(spec), indent=1))
+    model.save_pretrained(out, safe_serialization=True, max_shard_size=shard)
+    (out / META).write_text(json.dumps({"words": list(tok.words), "task_spec": asdict(spec)}))
     (out / "train_log.json").write_text(json.dumps(log, indent=1))
-    size_mb = (out / "model.safetensors").stat().st_size / 2**20
+    size_mb = sum(f.stat().st_size for f in out.glob("*.safetensors")) / 2**20
     if size_mb > max_mb:
-        raise ValueError(f"checkpoint is {size_mb:.1f} MB > {max_mb} MB; save in bf16 or shrink.")
+        raise ValueError(f"weights are {size_mb:.1f} MB > {max_mb} MB; save in bf16 or shrink.")
     return out
 
 
 def load_checkpoint(path: str | Path, device: str = "cpu",
                     dtype: torch.dtype = torch.float32) -> tuple[LlamaForCausalLM, WordTokenizer, TaskSpec]:
     path = Path(path)
-    if not (path / "vocab.json").exists():
-        raise FileNotFoundError(f"{path} is not a reasoner checkpoint (no vocab.json); "
+    if not is_checkpoint(path):
+        raise FileNotFoundError(f"{path} is not a reasoner checkpoint (no {META}); "
                                 f"train one with bench/train_reasoner.py.")
     model = LlamaForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
-    spec = TaskSpec(**json.loads((path / "task_spec.json").read_text()))
-    return model, WordTokenizer.load(path / "vocab.json"), spec
+    meta = json.loads((path / META).read_text())
+    return model, WordTokenizer(tuple(meta["words"])), TaskSpec(**meta["task_spec"])
+
+
+def is_checkpoint(path: str | Path) -> bool:
+    return (Path(path) / META).exists()
 
 
 def prompt_ids(problems: list[Problem], tok: WordTokenizer, device) -> torch.Tensor:

@@ -56,6 +56,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--log-every-s", type=float, default=15.0)
     p.add_argument("--eval-every-s", type=float, default=60.0, help="teacher-forced test check")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--save-dtype", default="bfloat16", choices=["bfloat16", "float32"],
+                   help="weights dtype of the checkpoint (and of the final checks)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
     args = p.parse_args(argv)
@@ -97,6 +99,7 @@ def masked_loss(model, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Ten
 @torch.no_grad()
 def teacher_forced_check(model, ids: torch.Tensor, mask: torch.Tensor, amp) -> dict:
     """Share of problems whose every chain token is the argmax (= greedy would be exact)."""
+    was_training = model.training
     model.eval()
     rows, tokens, hits = 0, 0, 0
     for i in range(0, len(ids), 32):
@@ -105,7 +108,7 @@ def teacher_forced_check(model, ids: torch.Tensor, mask: torch.Tensor, amp) -> d
         rows += int(ok.all(-1).sum())
         m = mask[i: i + 32, 1:]
         hits, tokens = hits + int((ok & m).sum()), tokens + int(m.sum())
-    model.train()
+    model.train(was_training)
     return {"tf_exact": rows / len(ids), "tf_token_acc": hits / tokens}
 
 
@@ -228,11 +231,13 @@ def _train(args: argparse.Namespace) -> dict:
     train_s = time.perf_counter() - start
     log.update(steps=step, train_seconds=round(train_s, 1), tokens_seen=seen,
                scored_tokens=scored, tokens_per_s=round(seen / train_s))
+    # checks and checkpoint in the saved dtype: what the harness will load is what is measured
+    model = model.to(getattr(torch, args.save_dtype)).eval()
+    model.config.use_cache = True
+    log["save_dtype"] = args.save_dtype
     log["final_teacher_forced"] = teacher_forced_check(model, test_ids, test_mask, amp)
     log["final_field_accuracy"] = field_accuracy(model, test_ids, test[0].n_steps, amp)
     print(json.dumps({"field_accuracy": log["final_field_accuracy"]}), flush=True)
-    model.eval()
-    model.config.use_cache = True
     save_checkpoint(model, tok, spec, args.out, log)  # before the slow check: a cut-off keeps it
     print(f"saved {args.out}; greedy check on {len(test)} held-out problems...", flush=True)
     start = time.perf_counter()

@@ -20,7 +20,8 @@ def test_tiny_training_lowers_loss_and_saves_a_loadable_checkpoint(tmp_path):
     losses = [e["loss"] for e in log["events"]]
     assert len(losses) == 24
     assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4 - 0.3
-    assert (out / "model.safetensors").stat().st_size < 100 * 2**20
+    files = sorted(f.name for f in out.iterdir())
+    assert len(files) <= 8 and all((out / f).stat().st_size <= 16e6 for f in files), files
     saved = json.loads((out / "train_log.json").read_text())
     assert saved["steps"] == 24 and "final_dense_greedy" in saved
     assert {"regular/res", "phoenix/val", "regular/counter"} <= set(saved["final_field_accuracy"])
@@ -33,6 +34,8 @@ def test_base_preset_is_within_the_parameter_range():
     with torch.device("meta"):
         model = LlamaForCausalLM(model_config("base", WordTokenizer(), max_positions=2304))
     assert 10e6 <= count_parameters(model) <= 50e6
+    # bf16 weights fit two 16 MB shards: the folder comes back from the device in <= 8 files
+    assert 2 * count_parameters(model) <= 0.95 * 2 * 16e6
     assert set(PRESETS) >= {"base", "tiny"}
 
 
