@@ -6,9 +6,6 @@ fixed token count and the decode length is an exact function of the number of st
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 PAD, BOS, EOS, THINK, ANS, COUNT = "<pad>", "<bos>", "<eos>", "<think>", "<ans>", "n"
 DIGITS = tuple("0123456789")
 FACT_NAMES = tuple("abcdefghij")  # ten facts, indexed by a digit on fact steps
@@ -50,10 +47,3 @@ class WordTokenizer:
                 continue
             out.append(self.words[i] if 0 <= i < len(self.words) else f"<unused:{i}>")
         return " ".join(out)
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps({"words": list(self.words)}, indent=1))
-
-    @classmethod
-    def load(cls, path: str | Path) -> "WordTokenizer":
-        return cls(tuple(json.loads(Path(path).read_text())["words"]))
