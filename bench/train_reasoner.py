@@ -2,6 +2,8 @@
 
     python bench/train_reasoner.py --out bench/checkpoints/reasoner --minutes 8      # H100
     python bench/train_reasoner.py --tiny --steps 30 --out /tmp/tiny                  # CPU smoke
+    python bench/train_reasoner.py --out $OUT/r2 --minutes 7 --init-from bench/checkpoints/reasoner \
+        --ramp 0 --lr 5e-4 --warmup 20                                               # continue
 
 Teacher forcing on prompt + chain + answer; the loss scores the chain and answer tokens (the
 prompt's facts are random, so predicting them teaches nothing). Curriculum: the longest chain
@@ -56,6 +58,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--log-every-s", type=float, default=15.0)
     p.add_argument("--eval-every-s", type=float, default=60.0, help="teacher-forced test check")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="continue from a checkpoint's weights (fresh optimizer); pair with "
+                        "--ramp 0 to train at full length from the start")
     p.add_argument("--save-dtype", default="bfloat16", choices=["bfloat16", "float32"],
                    help="weights dtype of the checkpoint (and of the final checks)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
@@ -176,7 +181,12 @@ def _train(args: argparse.Namespace) -> dict:
     # max_position_embeddings is metadata for default RoPE: room for the check's slack decode
     positions = max(max_len, 2 * args.eval_decode_tokens)
     config = model_config(args.preset, tok, max_positions=positions, rope_theta=args.rope_theta)
-    model = LlamaForCausalLM(config).to(device)
+    if args.init_from:  # fp32 master weights from the (bf16) checkpoint
+        model = LlamaForCausalLM.from_pretrained(args.init_from, dtype=torch.float32).to(device)
+        if model.config.vocab_size != config.vocab_size:
+            raise ValueError(f"{args.init_from} has another vocabulary; train from scratch.")
+    else:
+        model = LlamaForCausalLM(config).to(device)
     model.config.use_cache = False
     n_params = count_parameters(model)
     fwd = torch.compile(model) if args.compile else model

@@ -74,3 +74,12 @@ def test_field_accuracy_points_at_the_wrong_field():
     acc = tr.field_accuracy(Oracle(ids, wrong), ids, n, contextlib.nullcontext)
     assert acc["phoenix/val"] == 0.0
     assert all(v == 1.0 for k, v in acc.items() if k != "phoenix/val")
+
+
+def test_training_continues_from_a_checkpoint(tmp_path):
+    first = tr.train(tr.parse_args(["--tiny", "--steps", "12", "--out", str(tmp_path / "a")]))
+    second = tr.train(tr.parse_args(["--tiny", "--steps", "4", "--ramp", "0", "--init-from",
+                                     str(tmp_path / "a"), "--out", str(tmp_path / "b")]))
+    # the continued run starts where the first left off, not from a fresh model's ~ln(64)
+    assert second["events"][0]["loss"] < first["events"][0]["loss"] - 0.3
+    assert second["events"][0]["chain_steps"] == second["final_chain_steps"]
