@@ -78,8 +78,10 @@ def test_scores_locate_the_first_error_and_its_kind():
 def test_budget_arithmetic():
     assert [budget_tokens(f, 2048, 16) for f in (1 / 16, 1 / 8, 1 / 4, 1 / 2)] == [128, 256, 512, 1024]
     assert budget_tokens(1 / 16, 100, 16) == 16
-    assert budget_problem(64, DEFAULT_SPEC.prompt_tokens, 16) is None
-    assert "decode pages" in budget_problem(48, DEFAULT_SPEC.prompt_tokens, 16)
+    assert DEFAULT_SPEC.prompt_tokens == 16  # one page
+    assert budget_problem(48, DEFAULT_SPEC.prompt_tokens, 16) is None
+    assert "decode pages" in budget_problem(32, DEFAULT_SPEC.prompt_tokens, 16)
+    assert "decode pages" in budget_problem(64, 40, 16)
 
 
 def test_sweep_rows_and_apply_remove_pairing(tiny_model):
@@ -93,7 +95,7 @@ def test_sweep_rows_and_apply_remove_pairing(tiny_model):
     # one apply and one remove per (policy, budget), around both batches, with the right budget
     assert rec.removed == len(rec.calls) == 2
     assert {c[1] for c in rec.calls if c[0] == "raas"} == {128}
-    assert {c[1] for c in rec.calls if c[0] == "dense"} == {288}  # prompt + max_new, paged
+    assert {c[1] for c in rec.calls if c[0] == "dense"} == {272}  # prompt + max_new, paged
     assert all(c[2] == 16 and c[3] == {"top_ratio": 0.5} for c in rec.calls)
     for r in rows.values():
         assert r["n"] == 3 and 0.0 <= r["ci_low"] <= r["accuracy"] <= r["ci_high"] <= 1.0
@@ -134,7 +136,7 @@ def _perturbed(model):
 
 def test_fidelity_zero_for_identity_positive_for_other_model(tiny_model, tmp_path):
     lines = [json.dumps({"text": "<bos> " + " ".join("a 1 b 2 s 3 ;".split() * 12)}),
-             json.dumps({"prompt": "<bos> a 1 b 2 n", "completion": "s 3 + t 4 = 7 ; " * 6})]
+             json.dumps({"prompt": "<bos> a 1 b 2 <think>", "completion": "s 3 + t 4 = 7 ; " * 6})]
     data = tmp_path / "d.jsonl"
     data.write_text("\n".join(lines))
     s = FidelitySettings(prompt_tokens=16, decode_tokens=48, n=4, policies=("raas",),
@@ -178,4 +180,4 @@ def test_cli_fidelity_on_task_text(tiny_model, tmp_path, monkeypatch):
     data = json.loads((tmp_path / "fidelity_f.json").read_text())
     assert [(r["policy"], r["budget_fraction"]) for r in data["rows"]] == [("dense", 1.0), ("raas", 0.5)]
     assert all(r["mean_kl"] < 1e-6 and r["top1_agreement"] == 1.0 for r in data["rows"])
-    assert [c[:2] for c in rec.calls] == [("dense", 160), ("raas", 64)] * 2
+    assert [c[:2] for c in rec.calls] == [("dense", 144), ("raas", 64)] * 2

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.tasks import (
-    DEFAULT_SPEC, TaskSpec, WordTokenizer, check, expected_answer, is_test_facts, make_problem,
+    DEFAULT_SPEC, VOCAB_SIZE, TaskSpec, WordTokenizer, check, expected_answer, is_test_facts, make_problem,
     make_problems, train_batch,
 )
 from bench.tasks.generate import problem_rng
@@ -70,8 +70,9 @@ def test_train_and_test_are_structurally_disjoint():
     assert not any(is_test_facts(p.facts) for p in train)
     assert not {p.facts for p in test} & {p.facts for p in train}
     batch = train_batch(np.random.default_rng(0), np.full(4096, 2), 64, TOK)
-    fact_digits = batch.ids[:, 2:21:2] - TOK.ids["0"]  # [B, 10]
-    assert not any(is_test_facts(row) for row in fact_digits)
+    for row in batch.ids:
+        facts = [int(w.partition("=")[2]) for w in TOK.decode(row[1:11]).split()]
+        assert len(facts) == 10 and not is_test_facts(facts)
     # the same (seed, index) draws from different streams in each split
     assert (problem_rng("train", 0, 0).integers(0, 2**62)
             != problem_rng("test", 0, 0).integers(0, 2**62))
@@ -107,9 +108,10 @@ def test_batch_rows_pass_the_checker_and_mask_targets():
     batch = train_batch(rng, n, 600, TOK)
     for row, steps, answer, mask in zip(batch.ids, n, batch.answers, batch.loss_mask):
         words = TOK.decode(row).split()
-        verdict = check(" ".join(words[:27]), " ".join(words[27:]))
+        cut = DEFAULT_SPEC.prompt_tokens
+        verdict = check(" ".join(words[:cut]), " ".join(words[cut:]))
         assert verdict.ok and verdict.expected == answer
-        assert mask.sum() == DEFAULT_SPEC.decode_tokens(int(steps)) and not mask[:27].any()
+        assert mask.sum() == DEFAULT_SPEC.decode_tokens(int(steps)) and not mask[:cut].any()
 
 
 def test_tokenizer_round_trip_and_errors():
@@ -118,6 +120,9 @@ def test_tokenizer_round_trip_and_errors():
     assert max(TOK.encode(p.text)) < len(TOK)
     with pytest.raises(ValueError, match="vocabulary"):
         TOK.encode("a 7 q")
+    assert len(TOK) <= VOCAB_SIZE and len(p.prompt.split()) == DEFAULT_SPEC.prompt_tokens == 16
+    with pytest.raises(ValueError, match="malformed"):
+        check(p.prompt.replace("a=", "b=", 1), p.chain)
     with pytest.raises(ValueError, match="steps"):
         DEFAULT_SPEC.steps_for(5)
     with pytest.raises(ValueError, match="split"):

@@ -11,7 +11,7 @@ from transformers import LlamaForCausalLM
 
 from bench import train_reasoner as tr
 from bench.reasoner import PRESETS, count_parameters, load_checkpoint, model_config
-from bench.tasks import DEFAULT_SPEC, WordTokenizer, make_problems
+from bench.tasks import DEFAULT_SPEC, VOCAB_SIZE, WordTokenizer, make_problems
 
 
 def test_tiny_training_lowers_loss_and_saves_a_loadable_checkpoint(tmp_path):
@@ -58,7 +58,7 @@ class Oracle(torch.nn.Module):
         rows = [int((self.ids[:, :-1] == r).all(-1).nonzero()[0]) for r in input_ids]
         target = self.ids[rows, 1:].clone()
         target[self.wrong[rows]] = (target[self.wrong[rows]] + 1) % 40
-        return SimpleNamespace(logits=torch.nn.functional.one_hot(target, 64).float())
+        return SimpleNamespace(logits=torch.nn.functional.one_hot(target, VOCAB_SIZE).float())
 
 
 def test_field_accuracy_points_at_the_wrong_field():

@@ -14,8 +14,8 @@ import numpy as np
 
 from bench.tasks.spec import DEFAULT_SPEC, N_FACTS, TEST_MODULUS, TaskSpec
 from bench.tasks.vocab import (
-    ANS, BOS, COUNT, END_STEP, EOS, EQUALS, FACT_NAMES, MINUS, PLUS, REGISTER_NAMES, THINK,
-    WordTokenizer,
+    ANS, BOS, END_STEP, EOS, EQUALS, FACT_NAMES, MINUS, PLUS, REGISTER_NAMES, THINK,
+    WordTokenizer, fact_word,
 )
 
 
@@ -81,11 +81,10 @@ def _write_prompt(ids, facts, n_steps, tok, spec) -> None:
     digit = _digit_ids(tok)
     ids[:, 0] = tok.bos_id
     for i, name in enumerate(FACT_NAMES):
-        ids[:, 1 + 2 * i] = tok.ids[name]
-        ids[:, 2 + 2 * i] = digit[facts[:, i]]
-    at = 1 + 2 * N_FACTS
-    ids[:, at] = tok.ids[COUNT]
-    ids[:, at + 1: at + 1 + spec.counter_digits] = digit[_counter_digits(n_steps, spec.counter_digits)]
+        words = np.array([tok.ids[fact_word(name, d)] for d in range(10)])
+        ids[:, 1 + i] = words[facts[:, i]]
+    at = 1 + N_FACTS
+    ids[:, at: at + spec.counter_digits] = digit[_counter_digits(n_steps, spec.counter_digits)]
     ids[:, spec.prompt_tokens - 1] = tok.ids[THINK]
 
 

@@ -31,14 +31,14 @@ def parse_prompt(prompt: str) -> tuple[dict[str, int], int, int]:
     if not words or words[0] != "<bos>" or words[-1] != "<think>":
         raise ValueError("a prompt starts with <bos> and ends with <think>.")
     facts = {}
-    for i in range(10):
-        name, value = words[1 + 2 * i], words[2 + 2 * i]
+    for i, word in enumerate(words[1:11]):
+        name, _, value = word.partition("=")
         if name != _FACTS[i] or not value.isdigit():
-            raise ValueError(f"fact {i} malformed: {name!r} {value!r}.")
+            raise ValueError(f"fact {i} malformed: {word!r} (want {_FACTS[i]}=<digit>).")
         facts[name] = int(value)
-    if words[21] != "n":
-        raise ValueError("the step count must follow the facts after 'n'.")
-    counter = words[22:-1]
+    counter = words[11:-1]
+    if not counter or not all(w.isdigit() for w in counter):
+        raise ValueError("the step count's digits must follow the facts.")
     return facts, int("".join(counter)), len(counter)
 
 

@@ -1,6 +1,6 @@
 """One problem at a time, from (split, seed, index): the canonical generator.
 
-A problem: the prompt states ten facts a..j (digits) and a step count N. The model writes N
+A problem: the prompt states ten facts `a=4` .. `j=7` (one word each) and a step count N. The model writes N
 steps, each `c c c c D old op S val = carry res ;` with a countdown counter, then
 `<ans> res <eos>`.
 
@@ -24,7 +24,7 @@ import numpy as np
 
 from bench.tasks.spec import DEFAULT_SPEC, N_FACTS, SPLIT_TAGS, TaskSpec, check_split, is_test_facts
 from bench.tasks.vocab import (
-    ANS, BOS, COUNT, END_STEP, EOS, EQUALS, FACT_NAMES, MINUS, PLUS, REGISTER_NAMES, THINK,
+    ANS, BOS, END_STEP, EOS, EQUALS, FACT_NAMES, MINUS, PLUS, REGISTER_NAMES, THINK, fact_word,
 )
 
 
@@ -95,8 +95,8 @@ def make_problem(
 
 
 def render_prompt(facts, n_steps: int, spec: TaskSpec = DEFAULT_SPEC) -> str:
-    pairs = " ".join(f"{name} {d}" for name, d in zip(FACT_NAMES, facts))
-    return f"{BOS} {pairs} {COUNT} {' '.join(f'{n_steps:0{spec.counter_digits}d}')} {THINK}"
+    pairs = " ".join(fact_word(name, d) for name, d in zip(FACT_NAMES, facts))
+    return f"{BOS} {pairs} {' '.join(f'{n_steps:0{spec.counter_digits}d}')} {THINK}"
 
 
 def make_problems(

@@ -49,8 +49,8 @@ class TaskSpec:
 
     @property
     def prompt_tokens(self) -> int:
-        """<bos>, ten (name, digit) facts, n, the counter digits, <think>."""
-        return 1 + 2 * N_FACTS + 1 + self.counter_digits + 1
+        """<bos>, ten `name=digit` facts, the step count's digits, <think>: 16 = one page."""
+        return 1 + N_FACTS + self.counter_digits + 1
 
     @property
     def step_tokens(self) -> int:

@@ -6,17 +6,26 @@ fixed token count and the decode length is an exact function of the number of st
 
 from __future__ import annotations
 
-PAD, BOS, EOS, THINK, ANS, COUNT = "<pad>", "<bos>", "<eos>", "<think>", "<ans>", "n"
+PAD, BOS, EOS, THINK, ANS = "<pad>", "<bos>", "<eos>", "<think>", "<ans>"
 DIGITS = tuple("0123456789")
 FACT_NAMES = tuple("abcdefghij")  # ten facts, indexed by a digit on fact steps
 REGISTER_NAMES = tuple("stuvwxyz")  # at most eight rotating intermediate registers
 PLUS, MINUS, EQUALS, END_STEP = "+", "-", "=", ";"
 
+
+def fact_word(name: str, digit: int) -> str:
+    """A prompt fact is one word, `g=9`: the name and its value in one token, so that a later
+    read of fact g is a one-hop lookup (attend to the token that contains g) rather than an
+    induction pattern (find g, then take the token after it), which trains far more slowly."""
+    return f"{name}={digit}"
+
+
+FACT_WORDS = tuple(fact_word(n, d) for n in FACT_NAMES for d in range(10))
 WORDS: tuple[str, ...] = (
-    (PAD, BOS, EOS, THINK, ANS, COUNT) + DIGITS + FACT_NAMES + REGISTER_NAMES
-    + (PLUS, MINUS, EQUALS, END_STEP)
+    (PAD, BOS, EOS, THINK, ANS) + DIGITS + FACT_NAMES + REGISTER_NAMES
+    + (PLUS, MINUS, EQUALS, END_STEP) + FACT_WORDS
 )
-VOCAB_SIZE = 64  # embedding rows: WORDS padded to a multiple of 64; extra rows are never seen
+VOCAB_SIZE = 192  # embedding rows: WORDS padded to a multiple of 64; extra rows are never seen
 
 
 class WordTokenizer:
