@@ -61,16 +61,16 @@ def test_scores_locate_the_first_error_and_its_kind():
     from bench.reasoner import score_outputs
     from bench.tasks import make_problem
 
-    p = make_problem("test", 0, 30)  # phoenix steps: counter 20, 10, 0 = steps 9, 19, 29
+    p = make_problem("test", 0, 30)  # phoenix steps: counters 25, 20, .., 0 = steps 4, 9, .., 29
     width = DEFAULT_SPEC.step_tokens
     words = p.chain.split()
     at_phoenix, at_regular = list(words), list(words)
     at_phoenix[9 * width + 8] = "7" if words[9 * width + 8] != "7" else "3"  # step 9's fact value
-    at_regular[4 * width + 11] = "7" if words[4 * width + 11] != "7" else "3"  # step 4's result
+    at_regular[3 * width + 11] = "7" if words[3 * width + 11] != "7" else "3"  # step 3's result
     outs = [TOK.encode(" ".join(w)) for w in (words, at_phoenix, at_regular)]
     recs = score_outputs([p] * 3, outs, TOK, DEFAULT_SPEC)
     assert [r["chain_ok"] for r in recs] == [True, False, False]
-    assert [r["first_error_step"] for r in recs] == [None, 9, 4]
+    assert [r["first_error_step"] for r in recs] == [None, 9, 3]
     assert [r["first_error_phoenix"] for r in recs] == [None, True, False]
     assert recs[0]["correct"] and recs[0]["generated_tokens"] == len(words)
 

@@ -42,7 +42,7 @@ def parse_prompt(prompt: str) -> tuple[dict[str, int], int, int]:
     return facts, int("".join(counter)), len(counter)
 
 
-def expected_steps(prompt: str, registers: int = 8, fact_every: int = 10) -> list[list[str]]:
+def expected_steps(prompt: str, registers: int = 8, fact_every: int = 5) -> list[list[str]]:
     """The correct chain as a list of steps, each a list of words."""
     facts, n, width = parse_prompt(prompt)
     regs = {_REGS[i]: facts[_FACTS[i]] for i in range(registers)}
@@ -66,7 +66,7 @@ def expected_steps(prompt: str, registers: int = 8, fact_every: int = 10) -> lis
     return steps
 
 
-def expected_answer(prompt: str, registers: int = 8, fact_every: int = 10) -> int:
+def expected_answer(prompt: str, registers: int = 8, fact_every: int = 5) -> int:
     return int(expected_steps(prompt, registers, fact_every)[-1][-2])
 
 
@@ -79,7 +79,7 @@ def extract_answer(output: str) -> int | None:
     return int(words[i + 1]) if i + 1 < len(words) and words[i + 1].isdigit() else None
 
 
-def check(prompt: str, output: str, registers: int = 8, fact_every: int = 10) -> Verdict:
+def check(prompt: str, output: str, registers: int = 8, fact_every: int = 5) -> Verdict:
     """Verify a generated chain (the text after the prompt) against the prompt's rules."""
     steps = expected_steps(prompt, registers, fact_every)
     want = int(steps[-1][-2])

@@ -32,7 +32,7 @@ class TaskSpec:
     """
 
     registers: int = 8
-    fact_every: int = 10
+    fact_every: int = 5
     counter_digits: int = 4
 
     def __post_init__(self) -> None:
