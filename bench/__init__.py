@@ -1,0 +1,1 @@
+"""Benchmarks and the accuracy instrument (not part of the installed package)."""

@@ -1,0 +1,183 @@
+"""Accuracy vs KV budget for every policy, and a teacher-forced fidelity mode for any model.
+
+    # the trained reasoner, every policy, L = 1/16 .. 1/2 of a 2048-token decode (GPU)
+    python bench/accuracy.py accuracy --model bench/checkpoints/reasoner --decode-tokens 2048 --n 128
+    # any local HF causal LM on a text/jsonl file: per-step KL(dense || policy), top-1 agreement
+    python bench/accuracy.py fidelity --model /path/to/hf_model --data notes.jsonl --decode-tokens 1024
+    # runs split by policy (each under a time limit), then one table and plot
+    python bench/accuracy.py merge bench/results/accuracy_a.json bench/results/accuracy_b.json --tag all
+
+Writes bench/results/accuracy_<tag>.{json,md,png} (or fidelity_<tag>.{json,md}). Policies run
+through raas_flex.apply_raas(model, budget=, page_size=, policy=) + model.generate(); the row
+'hf' is plain transformers greedy decoding, the reference every policy is judged against.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+if __package__ in (None, ""):  # run as a script: make `bench` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.harness.fidelity import FidelitySettings, load_sequences, run_fidelity  # noqa: E402
+from bench.harness.policies import FRACTIONS, PEER_POLICIES, raas_applier  # noqa: E402
+from bench.harness.report import accuracy_plot, environment, markdown_table, write_json  # noqa: E402
+from bench.harness.sweep import SweepSettings, run_accuracy  # noqa: E402
+
+ACC_COLUMNS = ["policy", "budget_fraction", "budget_tokens", "accuracy", "ci_low", "ci_high", "n",
+               "chain_accuracy", "mean_generated_tokens", "phoenix_error_share"]
+FID_COLUMNS = ["policy", "budget_fraction", "budget_tokens", "mean_kl", "p95_kl", "max_kl",
+               "top1_agreement", "n_sequences", "n_steps"]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="mode", required=True)
+    for name in ("accuracy", "fidelity"):
+        q = sub.add_parser(name)
+        q.add_argument("--model", type=Path, required=True, help="checkpoint / HF model folder")
+        q.add_argument("--decode-tokens", type=int, default=2048 if name == "accuracy" else 1024)
+        q.add_argument("--n", type=int, default=128 if name == "accuracy" else 8)
+        q.add_argument("--policies", nargs="*", default=list(PEER_POLICIES),
+                       help="none: only the plain-HF reference row (needs no apply_raas)")
+        q.add_argument("--fractions", nargs="+", type=float, default=list(FRACTIONS))
+        q.add_argument("--page-size", type=int, default=16)
+        q.add_argument("--policy-config", type=json.loads, default={},
+                       help='extra apply_raas keywords as JSON, e.g. \'{"top_ratio": 0.5}\'')
+        q.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+        q.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                       help="default: bfloat16 on CUDA, float32 on CPU")
+        q.add_argument("--out-dir", type=Path, default=Path("bench/results"))
+        q.add_argument("--tag", default=None, help="results file suffix")
+        q.add_argument("--no-progress", action="store_true")
+    acc = sub.choices["accuracy"]
+    acc.add_argument("--seed", type=int, default=0, help="test-split seed of the problems")
+    acc.add_argument("--batch-size", type=int, default=64)
+    acc.add_argument("--slack", type=float, default=1.25, help="max_new_tokens / correct length")
+    acc.add_argument("--no-reference", action="store_true", help="skip the plain-HF 'hf' row")
+    acc.add_argument("--no-plot", action="store_true")
+    fid = sub.choices["fidelity"]
+    fid.add_argument("--data", required=True,
+                     help="a .txt or .jsonl file, or 'task' for generated test problems")
+    fid.add_argument("--prompt-tokens", type=int, default=128)
+    merge = sub.add_parser("merge", help="combine accuracy JSONs (e.g. one run per policy)")
+    merge.add_argument("inputs", nargs="+", type=Path)
+    merge.add_argument("--out-dir", type=Path, default=Path("bench/results"))
+    merge.add_argument("--tag", required=True)
+    merge.add_argument("--no-plot", action="store_true")
+    return p.parse_args(argv)
+
+
+def load_any(path: Path, device: str, dtype: torch.dtype):
+    """(model, encode) for a reasoner checkpoint or any local HF causal LM (no downloads)."""
+    from bench.reasoner import is_checkpoint, load_checkpoint
+
+    if is_checkpoint(path):
+        model, tok, spec = load_checkpoint(path, device, dtype)
+        return model, tok.encode, (tok, spec)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    return model.to(device).eval(), (lambda text: tokenizer(text).input_ids), None
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.mode == "merge":
+        return merge_results(args.inputs, args.out_dir, args.tag, plot=not args.no_plot)
+    dtype = getattr(torch, args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32"))
+    model, encode, task = load_any(args.model, args.device, dtype)
+    tag = args.tag or f"{args.model.name}_D{args.decode_tokens}"
+    meta = {"model": str(args.model), "dtype": str(dtype), **environment(),
+            "args": {k: str(v) for k, v in vars(args).items()}}
+    if args.mode == "accuracy":
+        return _accuracy(args, model, task, tag, meta)
+    return _fidelity(args, model, encode, task, tag, meta)
+
+
+def merge_results(inputs: list[Path], out_dir: Path, tag: str, plot: bool = True) -> dict:
+    """One accuracy file from several runs on the same problems; a later file's row replaces
+    an earlier one for the same (policy, budget_fraction)."""
+    runs = [json.loads(Path(p).read_text()) for p in inputs]
+    keys = ("decode_tokens", "n", "seed")
+    first = {k: runs[0]["settings"][k] for k in keys}
+    for path, run in zip(inputs, runs):
+        if {k: run["settings"][k] for k in keys} != first:
+            raise ValueError(f"{path} ran other problems ({keys} differ from {inputs[0]}).")
+    rows = {(r["policy"], r["budget_fraction"]): r for run in runs for r in run["rows"]}
+    skipped = [s for run in runs for s in run["skipped"]]
+    payload = {"rows": list(rows.values()), "skipped": skipped, "settings": runs[0]["settings"],
+               "merged_from": [str(p) for p in inputs], "meta": runs[-1]["meta"]}
+    _write_accuracy(out_dir, tag, payload, plot)
+    return payload
+
+
+def _write_accuracy(out_dir: Path, tag: str, payload: dict, plot: bool) -> Path:
+    """accuracy_<tag>.json, .md and .png from a payload with rows/skipped/settings/meta."""
+    s, meta = payload["settings"], payload["meta"]
+    name = Path(meta["model"]).name
+    out = write_json(out_dir / f"accuracy_{tag}.json", payload)
+    table = markdown_table(payload["rows"], ACC_COLUMNS)
+    skipped = "".join(f"\n- skipped {r['policy']} at {r['budget_fraction']:g}: {r['reason']}"
+                      for r in payload["skipped"])
+    (out_dir / f"accuracy_{tag}.md").write_text(
+        f"Accuracy vs budget, {name}, decode {s['decode_tokens']} tokens, n={s['n']}, "
+        f"{meta['device']}\n\n{table}{skipped}\n")
+    if plot:
+        accuracy_plot(payload["rows"], out_dir / f"accuracy_{tag}.png",
+                      f"{name}: exact answers at decode {s['decode_tokens']}, n={s['n']}, "
+                      f"Wilson 95% ({meta['device']})")
+    print(table + skipped)
+    print(json.dumps({"results": str(out), "rows": len(payload["rows"])}))
+    return out
+
+
+def _accuracy(args, model, task, tag: str, meta: dict) -> dict:
+    if task is None:
+        raise ValueError(f"{args.model} is not a reasoner checkpoint (no reasoner.json); "
+                         f"accuracy mode needs one; use the fidelity mode for other models.")
+    tok, spec = task
+    s = SweepSettings(decode_tokens=args.decode_tokens, n=args.n, seed=args.seed,
+                      policies=tuple(args.policies), fractions=tuple(args.fractions),
+                      page_size=args.page_size, batch_size=args.batch_size, slack=args.slack,
+                      reference=not args.no_reference, policy_config=args.policy_config)
+    result = run_accuracy(model, tok, spec, s, raas_applier() if s.policies else None,
+                          progress=not args.no_progress)
+    payload = {**result, "settings": asdict(s), "meta": meta}
+    _write_accuracy(args.out_dir, tag, payload, plot=not args.no_plot)
+    return payload
+
+
+def _fidelity(args, model, encode, task, tag: str, meta: dict) -> dict:
+    s = FidelitySettings(prompt_tokens=args.prompt_tokens, decode_tokens=args.decode_tokens,
+                         n=args.n, policies=tuple(args.policies), fractions=tuple(args.fractions),
+                         page_size=args.page_size, policy_config=args.policy_config)
+    if args.data == "task":
+        if task is None:
+            raise ValueError("--data task needs a reasoner checkpoint.")
+        from bench.tasks import make_problems
+        tok, spec = task
+        pairs = [(tok.encode(p.prompt), tok.encode(p.chain))
+                 for p in make_problems("test", args.n, args.decode_tokens, spec=spec)]
+    else:
+        pairs = load_sequences(args.data, encode, s)
+    result = run_fidelity(model, pairs, s, raas_applier(), progress=not args.no_progress)
+    payload = {**result, "settings": asdict(s), "data": str(args.data), "meta": meta}
+    out = write_json(args.out_dir / f"fidelity_{tag}.json", payload)
+    table = markdown_table(result["rows"], FID_COLUMNS)
+    (args.out_dir / f"fidelity_{tag}.md").write_text(
+        f"Teacher-forced fidelity vs dense, {args.model.name}, data {args.data}, "
+        f"{meta['device']}\n\n{table}")
+    print(table)
+    print(json.dumps({"results": str(out), "rows": len(result["rows"])}))
+    return payload
+
+
+if __name__ == "__main__":
+    main()
