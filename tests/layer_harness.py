@@ -12,6 +12,7 @@ import raas_flex as rf
 from raas_flex.cache import LayerCache
 from raas_flex.functional import attended_positions
 from raas_flex.policies import Policy
+from tests.reference_attention import reference_attention
 
 
 @dataclass
@@ -95,12 +96,8 @@ class Drive:
 def masked_dense(step: Step, attended: torch.Tensor | None = None) -> torch.Tensor:
     """float64 softmax attention of step.q over the `attended` history ([B, H, N] bool;
     default: every real token). Returns [B, Hq, 1, D]."""
-    B, Hq, _, D = step.q.shape
-    H, N = step.keys.shape[1], step.keys.shape[2]
+    N = step.keys.shape[2]
     real = torch.arange(N)[None, None, :] < step.lengths[:, None, None]
     allowed = real if attended is None else attended & real
-    q = step.q.double().reshape(B, H, Hq // H, D)
-    logits = q @ step.keys.double().transpose(-1, -2) / D ** 0.5  # [B, H, G, N]
-    logits = logits.masked_fill(~allowed[:, :, None, :], float("-inf"))
-    out = torch.softmax(logits, -1) @ step.values.double()
-    return out.reshape(B, Hq, 1, D)
+    return reference_attention(step.q, step.keys, step.values,
+                               allowed.expand(-1, step.keys.shape[1], -1))

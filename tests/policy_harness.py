@@ -21,6 +21,7 @@ from raas_flex import (
 )
 from raas_flex.cache import LayerCache
 from raas_flex.policies import Policy
+from tests.reference_attention import reference_attention
 
 
 @dataclass
@@ -128,14 +129,8 @@ def masked_dense(seq: Sequence, t: int, attended: torch.Tensor,
                  scale: float | None = None) -> torch.Tensor:
     """float64 attention of decode query t over exactly the `attended` positions
     ([B, H, positions] bool). Returns [B, Hq, 1, D]."""
-    k, v = seq.history("k").double(), seq.history("v").double()
-    B, H, _, D = k.shape
-    q = seq.q_decode[:, :, t].double().view(B, H, -1, D)  # [B, H, G, D]
-    scale = 1.0 / math.sqrt(D) if scale is None else scale
-    logits = (q @ k.transpose(-1, -2)) * scale  # [B, H, G, positions]
-    logits = logits.masked_fill(~attended[:, :, None, :], float("-inf"))
-    out = torch.softmax(logits, dim=-1) @ v  # [B, H, G, D]
-    return out.reshape(B, -1, 1, D)
+    return reference_attention(seq.q_decode[:, :, t:t + 1], seq.history("k"),
+                               seq.history("v"), attended, scale)
 
 
 def causal_positions(seq: Sequence, t: int) -> torch.Tensor:

@@ -21,6 +21,7 @@ from raas_flex.functional import decode_step_tensors
 # A small pool keeps the 200 steps evicting; large pools are covered by
 # tests/test_core_compiled.py (a torch 2.13 CPU bug there is worked around in functional.py).
 from tests.compiled_setup import CONFIG, POLICY, SHAPES
+from tests.reference_attention import reference_attention
 
 B, H, G, D = SHAPES.batch, SHAPES.kv_heads, SHAPES.group, SHAPES.head_dim
 BUDGET, PAGE = CONFIG.budget, CONFIG.page_size
@@ -44,11 +45,9 @@ class DriveResult:
 
 
 def _reference(q: torch.Tensor, cache) -> torch.Tensor:
-    """float64 attention of q over exactly the tokens cache.visible marks."""
+    """float64 attention of q over exactly the pool tokens cache.visible marks."""
     seen = (torch.arange(PAGE) < cache.visible[..., None]).flatten(2)  # [B, H, S*P]
-    logits = q.double().view(B, H, G, D) @ cache.k.double().transpose(-1, -2) * SCALE
-    probs = torch.softmax(logits.masked_fill(~seen[:, :, None], float("-inf")), -1)
-    return (probs @ cache.v.double()).view(B, H * G, 1, D)
+    return reference_attention(q, cache.k, cache.v, seen, SCALE)
 
 
 @pytest.fixture(scope="module")
