@@ -2,9 +2,9 @@
 tokens/s and per-token latency as the decode grows, and GPU memory, for dense (SDPA, static
 cache, compiled by generate()) vs RaaS (apply_raas(..., compile=True), L = 1024 and 2048).
 
-STATUS: written against the planned API `raas_flex.apply_raas(model, budget=, page_size=,
-policy=, compile=)` / `remove_raas(model)` (branch `hf`); NOT RUN yet: no figures from it
-exist. Run from the repository root:
+STATUS: uses `raas_flex.apply_raas(model, budget=, page_size=, policy=, compile=)` /
+`remove_raas(model)` as they are on main; NOT RUN on a GPU yet (device loans were paused):
+no figures from it exist. Run from the repository root:
     PYTHONPATH=$PWD python bench/generate.py [--max-new-tokens 32768] [--out path.json]
 Writes bench/results/generate_<device>.json (rows: method, L, decode_len, tokens_per_s,
 per_token_ms, allocated_bytes, ...) and two PNGs (tokens/s and memory vs decode length).
