@@ -46,11 +46,11 @@ def append_token(cache: LayerCache, k: torch.Tensor, v: torch.Tensor) -> None:
     position = cache.current * cache.page_size + offset  # [B, H]
     # index_put_ stays an in-place store of B·H rows under Inductor; scatter_ with an
     # expanded index became a where() over the whole pool (measured: ~25 us/step at L=2048).
-    b, h, _ = _rows(cache, cache.current)
+    rows = _rows(cache, cache.current)
+    b, h, _ = rows
     cache.k.index_put_((b, h, position), k[:, :, 0].to(cache.k.dtype))  # [B, H, D]
     cache.v.index_put_((b, h, position), v[:, :, 0].to(cache.v.dtype))
     cache.fill.scatter_add_(2, cache.current[..., None], torch.ones_like(cache.fill[..., :1]))
-    rows = _rows(cache, cache.current)
     key = k[:, :, 0].to(cache.k.dtype).float()  # [B, H, D]: summarise the stored keys
     cache.kmin.index_put_(rows, torch.minimum(cache.kmin[rows], key))
     cache.kmax.index_put_(rows, torch.maximum(cache.kmax[rows], key))

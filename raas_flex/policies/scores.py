@@ -7,6 +7,7 @@ import math
 import torch
 
 from raas_flex.cache.pool import LayerCache
+from raas_flex.masks.dense import visible_token_mask
 
 FUSED_BOUND_ELEMENTS = 1 << 24  # G·B·H·S·D up to which page_bound is one fused reduction
 PAIRWISE_RANK_SLOTS = 512  # slots up to which ranks are counted pairwise, not sorted
@@ -42,8 +43,7 @@ def page_mass(q: torch.Tensor, cache: LayerCache, scale: float,
     B, H, G, _ = q.shape
     S, P = cache.num_slots, cache.page_size
     logits = (q.float() @ cache.k.float().transpose(-1, -2)) * scale  # [B, H, G, S*P]
-    offset = torch.arange(P, device=q.device)
-    seen = (offset < visible[..., None]).reshape(B, H, 1, S * P)  # [B, H, 1, S*P]
+    seen = visible_token_mask(visible, P)  # [B, H, 1, S*P]
     probs = torch.softmax(logits.masked_fill(~seen, float("-inf")), dim=-1)
     probs = torch.nan_to_num(probs)  # a (never expected) fully hidden row
     return probs.view(B, H, G, S, P).sum(-1).amax(2)
