@@ -5,8 +5,10 @@ import torch
 
 from tests._hf_common import fast_cpu, greedy, prompts  # noqa: F401
 from raas_flex import apply_raas, remove_raas
+from raas_flex.hf.graphs import GraphedDecode
 from raas_flex.hf.patch import raas_state
 from raas_flex.hf.tiny import tiny_model
+from tests.fake_graph import FakeStepGraph
 
 NEW_TOKENS = 60  # 12 + 60 tokens through a 64-token budget: 4 page openings, evictions
 
@@ -27,5 +29,13 @@ def test_compiled_decode_one_graph_same_tokens():
     assert torch.equal(got, eager)
     again = greedy(model, ids, mask, NEW_TOKENS)  # a fresh RaaSCache reuses the graph
     assert compiled.graphs == 1 and torch.equal(again, eager)
+
+    # cuda_graph=True's plumbing on the same compiled step: inputs copied into static
+    # buffers, one capture per generate() call, every later step a replay.
+    compiled.graphed = GraphedDecode(compiled.compiled, FakeStepGraph)
+    replayed = greedy(model, ids, mask, NEW_TOKENS)
+    assert compiled.graphed.captures == 1 and compiled.graphs == 1
+    assert torch.equal(replayed, eager)
+    assert FakeStepGraph.replays >= NEW_TOKENS - 3  # warm step and prefill run directly
     remove_raas(model)
     assert "forward" not in vars(model)

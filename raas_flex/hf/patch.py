@@ -41,13 +41,19 @@ class RaaSState:
 
 
 def apply_raas(model: torch.nn.Module, budget: int = 1024, page_size: int = 16,
-               policy: str = "raas", compile: bool = False, **config_fields) -> torch.nn.Module:
+               policy: str = "raas", compile: bool = False, cuda_graph: bool = False,
+               **config_fields) -> torch.nn.Module:
     """Make `model.generate()` decode with a fixed per-sequence KV budget; returns `model`.
 
     budget/page_size/policy and any other RaaSConfig field (importance, top_ratio, alpha,
     score_source, keep_prefill, dense_layers) build a validated RaaSConfig. compile=True
-    compiles the decode forward (fullgraph, static shapes). Unsupported models raise here.
+    compiles the decode forward (fullgraph, static shapes); cuda_graph=True (with compile,
+    CUDA only) also captures that step once per generate() call and replays it as a CUDA
+    graph. Unsupported models raise here.
     """
+    if cuda_graph and not compile:
+        raise ValueError("cuda_graph=True replays the compiled decode step; pass compile=True "
+                         "as well.")
     if hasattr(model, STATE_ATTR):
         raise ValueError("apply_raas was already applied to this model; call "
                          "remove_raas(model) first to change its settings.")
@@ -66,7 +72,7 @@ def apply_raas(model: torch.nn.Module, budget: int = 1024, page_size: int = 16,
     state.hooks = [m.register_forward_pre_hook(_pass_cache, with_kwargs=True) for m in modules]
     setattr(model, GENERATE_HOOK, types.MethodType(_prepare_cache, model))
     if compile:
-        state.compiled = CompiledDecode(model.forward)
+        state.compiled = CompiledDecode(model.forward, cuda_graph=cuda_graph)
         model.forward = state.compiled
     setattr(model, STATE_ATTR, state)
     return model
