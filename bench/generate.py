@@ -108,15 +108,15 @@ def _generate(model, ids, new_tokens: int, method: str, clock=None):
     return model.generate(ids, **kwargs)
 
 
-def run_one(model, method: str, budget: int | None, args, ids: torch.Tensor) -> tuple[list, dict]:
+def run_one(model, method: str, budget: int | None, args, ids: torch.Tensor,
+            graphs: bool) -> tuple[list, dict]:
     """Rows for one method, and facts about the run (warm-up checks, KV bytes, stop reason)."""
     import raas_flex
     device = ids.device
-    graphs = device.type == "cuda" and not args.no_compile
     if method == "raas":
         raas_flex.apply_raas(model, budget=budget, page_size=args.page_size, policy="raas",
                              compile=not args.no_compile, cuda_graph=graphs)
-    facts: dict = {"method": method, "L": budget}
+    facts: dict = {"method": method, "L": budget, "cuda_graph": graphs}
     try:
         t0 = time.perf_counter()
         check = StopAfter(ids.shape[1], CHECK_TOKENS)
@@ -147,7 +147,7 @@ def run_one(model, method: str, budget: int | None, args, ids: torch.Tensor) -> 
     rows = []
     for (n0, t0, _), (n1, t1, mem) in zip(clock.marks, clock.marks[1:]):
         rows.append(dict(method=method, L=budget, page_size=args.page_size if budget else None,
-                         batch=ids.shape[0], decode_len=n1,
+                         cuda_graph=graphs, batch=ids.shape[0], decode_len=n1,
                          tokens_per_s=ids.shape[0] * (n1 - n0) / (t1 - t0),
                          per_token_ms=(t1 - t0) / (n1 - n0) * 1e3, allocated_bytes=mem,
                          kv_bytes=facts["kv_bytes"], peak_bytes=facts["peak_bytes"]))
@@ -206,10 +206,18 @@ def main(argv=None) -> dict:
     result = dict(device=name, torch=torch.__version__, transformers=transformers.__version__,
                   triton=_triton_version(), weights_bytes=weights, prompt_len=PROMPT_LEN,
                   command="PYTHONPATH=$PWD python bench/generate.py " + " ".join(sys.argv[1:]),
-                  args=vars(args), runs=[], rows=[])
+                  args=vars(args), runs=[], rows=[], errors=[])
     for method, budget in [("dense", None)] + [("raas", b) for b in args.budgets]:
         t0 = time.time()
-        rows, facts = run_one(model, method, budget, args, ids)
+        graphs = method == "raas" and device.type == "cuda" and not args.no_compile
+        try:
+            rows, facts = run_one(model, method, budget, args, ids, graphs)
+        except Exception as error:  # recorded, and RaaS retried without graphs, labelled so
+            result["errors"].append(f"{method} L={budget} cuda_graph={graphs}: {error!r}")
+            print("FAILED:", result["errors"][-1], flush=True)
+            if not graphs:
+                continue
+            rows, facts = run_one(model, method, budget, args, ids, False)
         result["rows"] += rows
         result["runs"].append(facts)
         last = rows[-1] if rows else {}
