@@ -9,8 +9,8 @@ L = 1024 and 2048). Run from the repository root:
 Writes bench/results/generate_<device>.json (rows: method, L, batch, decode_len, tokens_per_s,
 per_token_ms, kv_bytes, allocated_bytes, ...) and PNGs (tokens/s and memory vs decode length).
 Each method stops at --max-new-tokens or after --time-cap seconds of decoding, whichever comes
-first; the rows say how far it got. A random-weight model never emits EOS on purpose: the
-decode runs the full length.
+first; the rows say how far it got. The model's eos_token_id is unset, so no sequence ends
+early.
 """
 
 from __future__ import annotations
