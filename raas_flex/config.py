@@ -11,6 +11,11 @@ SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 IMPORTANCE_RULES = ("top_ratio", "alpha")
 SCORE_SOURCES = ("bound", "exact")
 ATTENTION_KERNELS = ("flex", "sdpa")
+KV_DTYPES = (None, "int8", "float8_e4m3fn")
+# Options that read the pool's keys as plain floats (an exact logit pass or an exact
+# certificate); with a quantized pool they would need a dequantized copy or a quantization
+# slack term that phase 1 does not have.
+EXACT_KEY_POLICIES = ("h2o", "recycled", "hsr", "raas_hsr")
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,16 @@ class RaaSConfig:
     hsr_epsilon: HSR attends the pages whose bound lies within log(1/hsr_epsilon) of the
         step's largest bound.
     random_seed: seed of the random-eviction baseline.
+
+    kv_dtype: None keeps K/V in the model's dtype; "int8" or "float8_e4m3fn" stores them in
+        8 bits with one fp32 scale per token and kv head (symmetric absmax; see
+        raas_flex/cache/quant.py). Per token, not per page: it adds 4 bytes per token (3%
+        at head_dim 128) but a decode append never re-quantizes a page, and one outlier
+        token only coarsens its own row (measured on random keys with one outlier token
+        per page: per-page int8 error 5-20x the per-token error). The page min/max
+        summaries stay exact, and attention dequantizes inside flex (score_mod), so the
+        pool is never copied to full precision. Needs attention_kernel="flex" and a policy
+        that reads pages through their summaries (not those in EXACT_KEY_POLICIES).
     """
 
     budget: int = 1024
@@ -62,6 +77,7 @@ class RaaSConfig:
     recycled_pages: int | None = None
     hsr_epsilon: float = 1e-3
     random_seed: int = 0
+    kv_dtype: str | None = None
 
     def __post_init__(self) -> None:
         from raas_flex.policies import available_policies  # late: policies import config
@@ -104,6 +120,44 @@ class RaaSConfig:
         if self.dense_layers < 0:
             raise ValueError(f"dense_layers={self.dense_layers} must be >= 0.")
         self._check_peers()
+        self._check_kv_dtype()
+
+    def _check_kv_dtype(self) -> None:
+        """Refuse storage formats and the option combinations a quantized pool lacks."""
+        if self.kv_dtype not in KV_DTYPES:
+            raise ValueError(f"kv_dtype={self.kv_dtype!r}; choose one of {KV_DTYPES} "
+                             "(None keeps the model's dtype).")
+        if self.kv_dtype is None:
+            return
+        if self.attention_kernel != "flex":
+            raise ValueError(
+                f"kv_dtype={self.kv_dtype!r} dequantizes inside FlexAttention; SDPA would need "
+                "a full-precision copy of the pool. Use attention_kernel=\"flex\"."
+            )
+        if self.policy in EXACT_KEY_POLICIES:
+            raise ValueError(
+                f"policy={self.policy!r} reads exact keys from the pool (exact attention mass "
+                f"or HSR's certificate), not supported with kv_dtype={self.kv_dtype!r} yet; "
+                "use policy='raas', 'quest', 'streaming' or 'random', or kv_dtype=None."
+            )
+        if self.policy == "raas" and self.score_source == "exact":
+            raise ValueError(
+                f"score_source='exact' computes attention mass over the whole pool, not "
+                f"supported with kv_dtype={self.kv_dtype!r} yet; use score_source='bound' "
+                "(exact summaries) or kv_dtype=None."
+            )
+
+    @property
+    def kv_storage_dtype(self) -> torch.dtype | None:
+        """The torch dtype the pool stores K/V in, None for the model's own dtype."""
+        return None if self.kv_dtype is None else getattr(torch, self.kv_dtype)
+
+    def kv_bytes_per_token(self, head_dim: int, dtype: torch.dtype) -> int:
+        """Pool bytes one token takes per kv head for K and V together (scales included);
+        `dtype` is the model's, used when kv_dtype is None."""
+        if self.kv_dtype is None:
+            return 2 * head_dim * dtype.itemsize
+        return 2 * (head_dim * 1 + 4)  # 8-bit codes plus one fp32 scale per token
 
     def _check_peers(self) -> None:
         """Validate the peer policies' parameters (all of them, whichever policy is set)."""

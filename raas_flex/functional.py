@@ -11,7 +11,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch.nn.attention.flex_attention import flex_attention
+from torch.nn.attention.flex_attention import AuxRequest, flex_attention
 
 from raas_flex.cache import (
     LayerCache, allocate_layer_cache, append_token, open_page_if_needed, prompt_lengths,
@@ -36,7 +36,7 @@ def new_layer_cache(config: RaaSConfig, policy: Policy, batch: int, kv_heads: in
     """An empty pool for one layer, sized for `policy` (see raas_flex.sizing)."""
     slots = pool_slots(config, prompt_tokens, max_new_tokens, keep_all=policy.keeps_all)
     cache = allocate_layer_cache(batch, kv_heads, head_dim, slots, config.page_size,
-                                 dtype, device)
+                                 dtype, device, config.kv_storage_dtype)
     policy.init_state(cache)
     return cache
 
@@ -88,7 +88,8 @@ def decode_step_tensors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     opened = open_page_if_needed(cache, policy.eviction_key(cache, step), step)
     policy.on_open(cache, opened, step)
     append_token(cache, k, v)
-    query = _materialised_on_cpu(fold_gqa(q, H).to(cache.k.dtype))  # [B, H, G, D]
+    compute = q.dtype if cache.quantized else cache.k.dtype  # 8-bit K/V meet q's dtype
+    query = _materialised_on_cpu(fold_gqa(q, H).to(compute))  # [B, H, G, D]
     scores = policy.score(query, cache, scale)
     policy.update(cache, scores, step)
     visible = policy.select(cache, scores, step)
@@ -101,6 +102,8 @@ def decode_step_tensors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 def attend_visible(query: torch.Tensor, cache: LayerCache, scale: float,
                    kernel: str = "flex") -> torch.Tensor:
     """Attention of query [B, H, G, D] over the pool tokens `cache.visible` selects."""
+    if cache.quantized:
+        return _attend_quantized(query, cache, scale)
     if kernel == "sdpa":
         mask = visible_token_mask(cache.visible, cache.page_size)
         return F.scaled_dot_product_attention(query, cache.k, cache.v, attn_mask=mask,
@@ -108,6 +111,33 @@ def attend_visible(query: torch.Tensor, cache: LayerCache, scale: float,
     block_mask = decode_block_mask(cache.visible, cache.page_size, query.shape[2])
     return flex_attention(query, cache.k, cache.v, block_mask=block_mask, scale=scale,
                           kernel_options=DECODE_KERNEL_OPTIONS)
+
+
+def _attend_quantized(query: torch.Tensor, cache: LayerCache, scale: float) -> torch.Tensor:
+    """attend_visible over 8-bit K/V codes, dequantized inside one flex call.
+
+    K: the score_mod multiplies each score q·k̂ by its token's k_scale. V: flex has no
+    value hook, so the query rows run twice. Rows [0, G) also add log s_j (V's scale) to
+    the score, so they return out' = Σ w_j s_j v̂_j / Σ w_j s_j and lse' = log Σ w_j s_j
+    with w_j = exp(score_j); rows [G, 2G) return the true lse = log Σ w_j. Then
+    out = out' · exp(lse' - lse) = Σ w_j s_j v̂_j / Σ w_j, exact. The decode kernel pads
+    query rows to 16, so 2G ≤ 16 costs no extra MMA work (issue6-quantized-pool.md §3).
+    Returns [B, H, G, D] float32.
+    """
+    G = query.shape[2]
+    k_scale, v_logscale = cache.k_scale, cache.v_logscale
+
+    def dequantize_scores(score, b, h, q_idx, kv_idx):
+        fold = torch.where(q_idx < G, v_logscale[b, h, kv_idx], 0.0)
+        return score * k_scale[b, h, kv_idx] + fold
+
+    block_mask = decode_block_mask(cache.visible, cache.page_size, 2 * G)
+    out, aux = flex_attention(torch.cat([query, query], dim=2), cache.k, cache.v,
+                              score_mod=dequantize_scores, block_mask=block_mask,
+                              scale=scale, kernel_options=DECODE_KERNEL_OPTIONS,
+                              return_aux=AuxRequest(lse=True))
+    lse = aux.lse  # [B, H, 2G] natural log
+    return out[:, :, :G].float() * torch.exp(lse[:, :, :G] - lse[:, :, G:])[..., None]
 
 
 def _materialised_on_cpu(query: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from raas_flex.cache.pool import LayerCache
+from raas_flex.cache.quant import as_bytes, quantize
 from raas_flex.cache.slots import choose_slot
 
 
@@ -48,13 +49,41 @@ def append_token(cache: LayerCache, k: torch.Tensor, v: torch.Tensor) -> None:
     # expanded index became a where() over the whole pool (measured: ~25 us/step at L=2048).
     rows = _rows(cache, cache.current)
     b, h, _ = rows
-    cache.k.index_put_((b, h, position), k[:, :, 0].to(cache.k.dtype))  # [B, H, D]
-    cache.v.index_put_((b, h, position), v[:, :, 0].to(cache.v.dtype))
+    store_tokens(cache, (b, h, position), k[:, :, 0], v[:, :, 0])  # [B, H, D]
     cache.fill.scatter_add_(2, cache.current[..., None], torch.ones_like(cache.fill[..., :1]))
-    key = k[:, :, 0].to(cache.k.dtype).float()  # [B, H, D]: summarise the stored keys
+    key = summary_keys(cache, k[:, :, 0])  # [B, H, D]
     cache.kmin.index_put_(rows, torch.minimum(cache.kmin[rows], key))
     cache.kmax.index_put_(rows, torch.maximum(cache.kmax[rows], key))
     cache.length.add_(1)
+
+
+def store_tokens(cache: LayerCache, index: tuple, k: torch.Tensor, v: torch.Tensor) -> None:
+    """Write tokens k, v ([..., D]) at pool rows `index` (index tensors, or slices),
+    quantizing them (8-bit codes plus per-token scales) if the pool is quantized. In place,
+    no pool-sized temporary."""
+    if not cache.quantized:
+        _put(cache.k, index, k.to(cache.k.dtype))
+        _put(cache.v, index, v.to(cache.v.dtype))
+        return
+    k_codes, k_scale = quantize(k, cache.k.dtype)
+    v_codes, v_scale = quantize(v, cache.v.dtype)
+    _put(as_bytes(cache.k), index, as_bytes(k_codes))
+    _put(as_bytes(cache.v), index, as_bytes(v_codes))
+    _put(cache.k_scale, index, k_scale)
+    _put(cache.v_logscale, index, torch.log(v_scale))
+
+
+def _put(dst: torch.Tensor, index: tuple, src: torch.Tensor) -> None:
+    if all(isinstance(i, torch.Tensor) for i in index):
+        dst.index_put_(index, src)
+    else:
+        dst[index].copy_(src)
+
+
+def summary_keys(cache: LayerCache, k: torch.Tensor) -> torch.Tensor:
+    """fp32 keys the min/max summaries bound: as stored for a plain pool (its dtype's
+    rounding), the exact input keys for a quantized one (never the codes)."""
+    return (k if cache.quantized else k.to(cache.k.dtype)).float()
 
 
 def _rows(cache: LayerCache, slot: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from raas_flex.cache.quant import is_quantized
 from raas_flex.config import check_dtype
 
 FREE = -1  # page_id of a slot that holds no page
@@ -21,9 +22,12 @@ class LayerCache:
     """Paged K/V pool plus metadata for one attention layer.
 
     Shapes: B batch, H kv heads, S slots, P page size, D head dim.
+    A quantized pool (RaaSConfig.kv_dtype) holds 8-bit k/v codes plus k_scale and
+    v_logscale; the attention multiplies scores by k_scale and folds log of the V scale into
+    the scores (functional.attend_visible), so no full-precision copy is made.
     """
 
-    k: torch.Tensor  # [B, H, S*P, D]
+    k: torch.Tensor  # [B, H, S*P, D] model dtype, or int8 / float8_e4m3fn codes
     v: torch.Tensor  # [B, H, S*P, D]
     fill: torch.Tensor  # [B, H, S] int32: tokens written into the slot's page
     visible: torch.Tensor  # [B, H, S] int32: tokens of the slot the last step attended
@@ -37,6 +41,14 @@ class LayerCache:
     overflow: torch.Tensor  # [] bool: sticky, a keep-all pool ran out of slots
     page_size: int
     policy_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    # Quantized pools only (None otherwise); persistent buffers, as score_mod must capture
+    # buffers, not tensors computed in the compiled graph. Unwritten tokens: 1 and 0.
+    k_scale: torch.Tensor | None = None  # [B, H, S*P] float32: k ≈ codes * k_scale
+    v_logscale: torch.Tensor | None = None  # [B, H, S*P] float32: v ≈ codes * exp(v_logscale)
+
+    @property
+    def quantized(self) -> bool:
+        return self.k_scale is not None
 
     @property
     def num_slots(self) -> int:
@@ -48,8 +60,11 @@ class LayerCache:
         return self.k.shape[2]
 
     def nbytes(self) -> tuple[int, int]:
-        """(bytes of K/V pool, bytes of everything else) held by this layer."""
+        """(bytes of K/V pool, bytes of everything else) held by this layer. A quantized
+        pool's per-token scales count as K/V bytes: they are part of the stored values."""
         kv = self.k.nbytes + self.v.nbytes
+        if self.quantized:
+            kv += self.k_scale.nbytes + self.v_logscale.nbytes
         meta = [self.fill, self.visible, self.timestamp, self.pinned, self.page_id,
                 self.kmin, self.kmax, self.current, self.length, self.overflow]
         meta += list(self.policy_state.values())
@@ -64,9 +79,17 @@ def allocate_layer_cache(
     page_size: int,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
+    kv_dtype: torch.dtype | None = None,
 ) -> LayerCache:
-    """Allocate an empty pool of `num_slots` pages; it never grows afterwards."""
+    """Allocate an empty pool of `num_slots` pages; it never grows afterwards.
+
+    dtype: the model's dtype; kv_dtype: int8 / float8_e4m3fn to store K/V quantized.
+    """
     check_dtype(dtype)
+    if kv_dtype is not None and not is_quantized(kv_dtype):
+        raise TypeError(f"kv_dtype={kv_dtype} is not a quantized storage dtype; pass "
+                        "torch.int8, torch.float8_e4m3fn or None.")
+    store = dtype if kv_dtype is None else kv_dtype
     if num_slots < 1:
         raise ValueError(f"num_slots={num_slots} must be >= 1.")
     shape = (batch, kv_heads, num_slots)
@@ -78,8 +101,8 @@ def allocate_layer_cache(
     return LayerCache(
         # Zero-filled, never uninitialised: masked-out slots still enter the kernel's
         # arithmetic and a stray NaN there would poison P·V.
-        k=torch.zeros(batch, kv_heads, tokens, head_dim, dtype=dtype, device=device),
-        v=torch.zeros(batch, kv_heads, tokens, head_dim, dtype=dtype, device=device),
+        k=torch.zeros(batch, kv_heads, tokens, head_dim, dtype=store, device=device),
+        v=torch.zeros(batch, kv_heads, tokens, head_dim, dtype=store, device=device),
         fill=meta(torch.int32, 0),
         visible=meta(torch.int32, 0),
         timestamp=meta(torch.int64, 0),
@@ -91,4 +114,7 @@ def allocate_layer_cache(
         length=torch.zeros(batch, dtype=torch.int64, device=device),
         overflow=torch.zeros((), dtype=torch.bool, device=device),
         page_size=page_size,
+        k_scale=None if kv_dtype is None else torch.ones(batch, kv_heads, tokens, device=device),
+        v_logscale=None if kv_dtype is None else torch.zeros(batch, kv_heads, tokens,
+                                                             device=device),
     )

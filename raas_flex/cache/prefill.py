@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from raas_flex.cache.append import store_tokens, summary_keys
 from raas_flex.cache.pool import FREE, LayerCache
+from raas_flex.cache.quant import as_bytes
 
 
 def prompt_lengths(attention_mask: torch.Tensor | None, batch: int, seq_len: int,
@@ -40,14 +42,19 @@ def write_prompt(cache: LayerCache, k: torch.Tensor, v: torch.Tensor,
     B, H, T, D = k.shape
     P, S = cache.page_size, cache.num_slots
     pages_needed = (lengths + P - 1) // P  # [B]
-    positions = torch.arange(S * P, device=k.device)
-    source = ((T - lengths)[:, None] + positions).clamp(0, T - 1)  # [B, S*P]
-    real = positions < lengths[:, None]  # [B, S*P]
-    index = source[:, None, :, None].expand(B, H, S * P, D)
+    # Only the first ceil(T/P) pages can hold prompt tokens: gather and summarise those
+    # (prompt-sized temporaries, never pool-sized) and zero the rest of the pool in place.
+    W = -(-T // P)  # pages written
+    positions = torch.arange(W * P, device=k.device)
+    source = ((T - lengths)[:, None] + positions).clamp(0, T - 1)  # [B, W*P]
+    real = positions < lengths[:, None]  # [B, W*P]
+    index = source[:, None, :, None].expand(B, H, W * P, D)
     keep = real[:, None, :, None]
-    cache.k.copy_(torch.where(keep, k.gather(2, index), 0).to(cache.k.dtype))
-    cache.v.copy_(torch.where(keep, v.gather(2, index), 0).to(cache.v.dtype))
-
+    keys = torch.where(keep, k.gather(2, index), 0)  # [B, H, W*P, D]
+    values = torch.where(keep, v.gather(2, index), 0)
+    written = (slice(None), slice(None), slice(0, W * P))
+    _clear_pool(cache)
+    store_tokens(cache, written, keys, values)
     slots = torch.arange(S, device=k.device)
     fill = (lengths[:, None] - slots * P).clamp(0, P)  # [B, S]
     live = (slots < pages_needed[:, None])[:, None, :].expand(B, H, S)
@@ -56,9 +63,20 @@ def write_prompt(cache: LayerCache, k: torch.Tensor, v: torch.Tensor,
     cache.timestamp.zero_()
     cache.pinned.copy_(live & pin)
     cache.page_id.copy_(torch.where(live, slots, FREE))
-    keys = k.gather(2, index).to(cache.k.dtype).float().view(B, H, S, P, D)  # as stored
-    valid = real.view(B, 1, S, P, 1)
-    cache.kmin.copy_(torch.where(valid, keys, float("inf")).amin(3))
-    cache.kmax.copy_(torch.where(valid, keys, float("-inf")).amax(3))
+    keys = summary_keys(cache, keys).view(B, H, W, P, D)
+    valid = real.view(B, 1, W, P, 1)
+    cache.kmin.fill_(float("inf"))
+    cache.kmax.fill_(float("-inf"))
+    cache.kmin[:, :, :W].copy_(torch.where(valid, keys, float("inf")).amin(3))
+    cache.kmax[:, :, :W].copy_(torch.where(valid, keys, float("-inf")).amax(3))
     cache.current.copy_((pages_needed - 1).clamp(min=0)[:, None].expand(B, H))
     cache.length.copy_(lengths)
+
+
+def _clear_pool(cache: LayerCache) -> None:
+    """Zero the K/V codes and reset the scales of every pool token, in place."""
+    as_bytes(cache.k).zero_()
+    as_bytes(cache.v).zero_()
+    if cache.quantized:
+        cache.k_scale.fill_(1.0)
+        cache.v_logscale.zero_()

@@ -210,6 +210,9 @@ class FusedRaaSStep:
                 or policy.config.score_source != "bound":
             raise ValueError("FusedRaaSStep implements policy='raas' with importance="
                              "'top_ratio' and score_source='bound'; use compile_decode_step.")
+        if cache.quantized or policy.config.kv_dtype is not None:
+            raise ValueError("FusedRaaSStep writes full-precision K/V; with kv_dtype="
+                             f"{policy.config.kv_dtype!r} use compile_decode_step.")
         if cache.k.device.type != "cuda":
             raise ValueError("FusedRaaSStep runs on CUDA; use compile_decode_step on CPU.")
         B, H, S = cache.fill.shape

@@ -46,7 +46,7 @@ def apply_raas(model: torch.nn.Module, budget: int = 1024, page_size: int = 16,
     """Make `model.generate()` decode with a fixed per-sequence KV budget; returns `model`.
 
     budget/page_size/policy and any other RaaSConfig field (importance, top_ratio, alpha,
-    score_source, keep_prefill, dense_layers) build a validated RaaSConfig. compile=True
+    score_source, keep_prefill, dense_layers, kv_dtype) build a validated RaaSConfig. compile=True
     compiles the decode forward (fullgraph, static shapes); cuda_graph=True (with compile,
     CUDA only) also captures that step once per generate() call and replays it as a CUDA
     graph. Unsupported models raise here.
