@@ -54,8 +54,10 @@ class RaaSConfig:
         8 bits with one fp32 scale per token and kv head (symmetric absmax; see
         raas_flex/cache/quant.py). Per token, not per page: it adds 4 bytes per token (3%
         at head_dim 128) but a decode append never re-quantizes a page, and one outlier
-        token only coarsens its own row (measured on random keys with one outlier token
-        per page: per-page int8 error 5-20x the per-token error). The page min/max
+        token only coarsens its own row. Measured (CPU, D=128, P=16, relative Frobenius
+        error): int8 per token 0.0065 vs per page 0.0083 on Gaussian keys, 0.0065 vs 0.026
+        with one 20x token per page; fp8 0.026 either way (a float format barely cares
+        about the scale). The page min/max
         summaries stay exact, and attention dequantizes inside flex (score_mod), so the
         pool is never copied to full precision. Needs attention_kernel="flex" and a policy
         that reads pages through their summaries (not those in EXACT_KEY_POLICIES).

@@ -1,0 +1,68 @@
+"""kv_dtype in RaaSConfig: accepted values, refused combinations, the byte promise."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import raas_flex as rf
+
+QUANT = ("int8", "float8_e4m3fn")
+
+
+@pytest.mark.parametrize("kv_dtype", (None, *QUANT))
+def test_supported_kv_dtypes_are_accepted(kv_dtype):
+    config = rf.RaaSConfig(kv_dtype=kv_dtype)
+    assert config.kv_storage_dtype == (None if kv_dtype is None else getattr(torch, kv_dtype))
+
+
+@pytest.mark.parametrize("bad", ("fp8", "bfloat16", "float8_e5m2", "int4", torch.int8))
+def test_unknown_kv_dtype_names_the_choices(bad):
+    with pytest.raises(ValueError, match="choose one of"):
+        rf.RaaSConfig(kv_dtype=bad)
+
+
+@pytest.mark.parametrize("kv_dtype", QUANT)
+def test_sdpa_kernel_is_refused_naming_flex(kv_dtype):
+    with pytest.raises(ValueError, match='attention_kernel="flex"'):
+        rf.RaaSConfig(kv_dtype=kv_dtype, attention_kernel="sdpa")
+
+
+@pytest.mark.parametrize("policy", ("h2o", "recycled", "hsr", "raas_hsr"))
+def test_policies_reading_exact_keys_are_refused(policy):
+    with pytest.raises(ValueError, match="use policy='raas'"):
+        rf.RaaSConfig(policy=policy, kv_dtype="int8")
+    rf.RaaSConfig(policy=policy)  # fine unquantized
+
+
+def test_exact_score_source_is_refused():
+    with pytest.raises(ValueError, match="score_source='bound'"):
+        rf.RaaSConfig(score_source="exact", kv_dtype="float8_e4m3fn")
+
+
+@pytest.mark.parametrize("policy", ("raas", "dense", "quest", "streaming", "random"))
+def test_summary_policies_are_accepted(policy):
+    rf.RaaSConfig(policy=policy, kv_dtype="int8")
+
+
+@pytest.mark.parametrize("kv_dtype", (None, *QUANT))
+@pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float32))
+def test_pool_bytes_are_what_the_config_promises(kv_dtype, dtype):
+    """K/V bytes = tokens · kv_bytes_per_token: 2·D·itemsize unquantized, 2·(D + 4)
+    quantized (8-bit codes plus an fp32 scale per token, for K and for V)."""
+    config = rf.RaaSConfig(budget=128, page_size=16, kv_dtype=kv_dtype)
+    B, H, D = 2, 3, 64
+    cache = rf.new_layer_cache(config, rf.make_policy(config), B, H, D, prompt_tokens=20,
+                               dtype=dtype)
+    kv, _ = cache.nbytes()
+    assert kv == B * H * cache.capacity * config.kv_bytes_per_token(D, dtype)
+    if kv_dtype is not None:
+        bf16 = rf.RaaSConfig(budget=128, page_size=16).kv_bytes_per_token(D, torch.bfloat16)
+        assert kv / (B * H * cache.capacity * bf16) == (D + 4) / (2 * D)  # 0.531 at D=64
+
+
+def test_allocation_refuses_a_float_storage_dtype():
+    from raas_flex.cache import allocate_layer_cache
+
+    with pytest.raises(TypeError, match="torch.int8"):
+        allocate_layer_cache(1, 1, 16, 4, 16, kv_dtype=torch.bfloat16)
