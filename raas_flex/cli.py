@@ -58,7 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--attention-kernel", default="auto", choices=("auto", "flex", "sdpa"),
                      help="decode kernel over the selected pages; auto = flex on CUDA, and "
                           "sdpa (same selection, materialised mask) on CPU, where eager "
-                          "FlexAttention costs ~10-50 ms a call")
+                          "FlexAttention costs ~10-50 ms a call; flex whenever --kv-dtype "
+                          "is set)")
+    gen.add_argument("--kv-dtype", default=None, choices=("int8", "float8_e4m3fn"),
+                     help="store the K/V pool in 8 bits with per-token scales")
     gen.add_argument("--compile", action="store_true", help="compile the decode forward")
     gen.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
@@ -72,10 +75,11 @@ def generate(args: argparse.Namespace) -> dict:
     model = model_from_name(args.model, seed=args.seed)
     kernel = args.attention_kernel
     if kernel == "auto":
-        kernel = "flex" if model.device.type == "cuda" else "sdpa"
+        quantized = args.kv_dtype is not None  # dequantized inside flex only
+        kernel = "flex" if model.device.type == "cuda" or quantized else "sdpa"
     apply_raas(model, budget=args.budget, page_size=args.page_size, policy=args.policy,
                compile=args.compile, dense_layers=args.dense_layers,
-               attention_kernel=kernel)
+               attention_kernel=kernel, kv_dtype=args.kv_dtype)
     torch.manual_seed(args.seed)
     vocab = model.config.vocab_size
     ids = torch.randint(2, vocab, (args.batch, args.prompt_len), device=model.device)
@@ -90,6 +94,7 @@ def generate(args: argparse.Namespace) -> dict:
     kv_bytes, meta_bytes = out.past_key_values.nbytes()
     return {
         "model": args.model, "policy": args.policy, "attention_kernel": kernel,
+        "kv_dtype": args.kv_dtype,
         "budget": args.budget,
         "page_size": args.page_size, "batch": args.batch, "prompt_len": args.prompt_len,
         "new_tokens": new_tokens, "seconds": round(seconds, 3),
