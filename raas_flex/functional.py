@@ -103,6 +103,9 @@ def attend_visible(query: torch.Tensor, cache: LayerCache, scale: float,
                    kernel: str = "flex") -> torch.Tensor:
     """Attention of query [B, H, G, D] over the pool tokens `cache.visible` selects."""
     if cache.quantized:
+        if kernel != "flex":
+            raise ValueError("a quantized pool is dequantized inside FlexAttention only; "
+                             'use attention_kernel="flex".')
         return _attend_quantized(query, cache, scale)
     if kernel == "sdpa":
         mask = visible_token_mask(cache.visible, cache.page_size)

@@ -81,3 +81,10 @@ def test_teacher_forced_logits_match_the_unquantized_run(kv_dtype, reference):
     assert rel <= max_rel, f"relative logit error {rel:.4f}"
     assert agree >= min_agree, f"argmax agreement {agree:.3f}"
 
+
+
+def test_compiled_decode_on_cpu_is_refused_naming_the_eager_path():
+    ids, mask = prompts(LENGTHS)
+    model = rf.apply_raas(tiny_model("llama"), budget=BUDGET, kv_dtype="int8", compile=True)
+    with pytest.raises(ValueError, match="compile=False"):
+        greedy(model, ids, mask, 2)

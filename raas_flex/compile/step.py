@@ -40,6 +40,9 @@ def compiled_decode_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                          cache: LayerCache, policy, step: torch.Tensor,
                          scale: float) -> torch.Tensor:
     """One decode step through the shared default-mode graph (same arguments as above)."""
+    if cache.quantized and cache.k.device.type != "cuda":
+        raise ValueError("a quantized pool (kv_dtype) compiles on CUDA only: Inductor's CPU "
+                         "FlexAttention rejects 8-bit K/V. Use the eager decode_step on CPU.")
     return compile_decode_step(None)(q, k, v, cache, policy, step, scale)
 
 

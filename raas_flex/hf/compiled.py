@@ -51,6 +51,11 @@ class CompiledDecode:
         if not decode:
             return self.eager(*args, **kwargs)
         kwargs.pop("attention_mask", None)
+        if cache.config.kv_dtype is not None and not ids.is_cuda:
+            raise ValueError(f"compile=True with kv_dtype={cache.config.kv_dtype!r} needs CUDA: "
+                             "Inductor's CPU FlexAttention rejects 8-bit K/V with a float "
+                             "query. Use apply_raas(..., compile=False) on the CPU (eager flex "
+                             "takes them).")
         if self.graphed is None:
             out = self.compiled(**kwargs)
         elif self.graphed.new_graph is CudaStepGraph and not ids.is_cuda:
