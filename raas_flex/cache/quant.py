@@ -5,6 +5,9 @@ scale = absmax/127; float8_e4m3fn codes with scale = absmax/448 (its largest fin
 value). Scales never fall below SCALE_FLOOR, so an all-zero row (an unwritten or padded
 token) gets codes 0 and a finite scale, and log(scale) stays finite for the V fold.
 
+The float8 helpers are private in torchao 0.18 (its own fp8 attention prototype uses them
+under torch.compile); pyproject pins torchao to that minor version.
+
 Always quantized from x.float(): with bf16 input, eager torchao rounds the scale in bf16
 while Inductor keeps fp32, and ~6% of int8 codes then differ by one step between eager and
 compiled (docs/plans/issue6-quantized-pool.md §1); from fp32 they agree bit for bit.
