@@ -15,30 +15,36 @@ compiled (docs/plans/issue6-quantized-pool.md §1); from fp32 they agree bit for
 
 from __future__ import annotations
 
+import functools
 import logging
+import types
 
 import torch
-
-# torchao 0.18 on torch 2.13 logs a warning for each CUDA-only C++ kernel it cannot load and
-# one for a deprecated pytree registration. The Python primitives used here need neither, so
-# that one import runs with those two loggers quieted; their levels are restored after.
-_quiet = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
-_levels = [log.level for log in _quiet]
-for _log in _quiet:
-    _log.setLevel(logging.ERROR)
-try:
-    from torchao.quantization.quant_primitives import (  # noqa: E402
-        MappingType, _choose_scale_float8, _quantize_affine_float8, choose_qparams_affine,
-        quantize_affine,
-    )
-finally:
-    for _log, _level in zip(_quiet, _levels):
-        _log.setLevel(_level)
 
 QUANT_DTYPES = (torch.int8, torch.float8_e4m3fn)
 INT8_MAX = 127
 FP8_MAX = torch.finfo(torch.float8_e4m3fn).max  # 448
 SCALE_FLOOR = 1e-8  # smallest scale: keeps an all-zero token finite (and its log)
+
+
+@functools.cache
+def _torchao() -> types.SimpleNamespace:
+    """torchao's primitives, imported on first use: only a quantized pool needs them, and
+    torchao 0.18 on torch 2.13 reports each CUDA-only C++ kernel it cannot load (and a
+    deprecated pytree registration). Those loggers are quieted for this one import."""
+    quiet = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
+    levels = [log.level for log in quiet]
+    for log in quiet:
+        log.setLevel(logging.ERROR)
+    try:
+        from torchao.quantization import quant_primitives as qp
+    finally:
+        for log, level in zip(quiet, levels):
+            log.setLevel(level)
+    return types.SimpleNamespace(
+        MappingType=qp.MappingType, choose_qparams_affine=qp.choose_qparams_affine,
+        quantize_affine=qp.quantize_affine, choose_scale_float8=qp._choose_scale_float8,
+        quantize_affine_float8=qp._quantize_affine_float8)
 
 
 def is_quantized(dtype: torch.dtype) -> bool:
@@ -49,16 +55,17 @@ def quantize(x: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.T
     """x [..., D] -> (codes [..., D] in `dtype`, scale [...] fp32), one scale per row."""
     if dtype not in QUANT_DTYPES:
         raise ValueError(f"cannot quantize to {dtype}; use one of {QUANT_DTYPES}.")
+    ao = _torchao()
     xf = x.float()
     block = [1] * (xf.ndim - 1) + [xf.shape[-1]]
     if dtype == torch.int8:
-        scale, zero = choose_qparams_affine(
-            xf, MappingType.SYMMETRIC, block, torch.int8, -INT8_MAX, INT8_MAX,
+        scale, zero = ao.choose_qparams_affine(
+            xf, ao.MappingType.SYMMETRIC, block, torch.int8, -INT8_MAX, INT8_MAX,
             eps=SCALE_FLOOR, scale_dtype=torch.float32, keepdim=True)
-        codes = quantize_affine(xf, block, scale, zero, torch.int8, -INT8_MAX, INT8_MAX)
+        codes = ao.quantize_affine(xf, block, scale, zero, torch.int8, -INT8_MAX, INT8_MAX)
         return codes, scale[..., 0]  # symmetric: zero point 0
-    scale = _choose_scale_float8(xf, block, dtype, hp_value_lb=SCALE_FLOOR * FP8_MAX)
-    return _quantize_affine_float8(xf, scale, dtype), scale[..., 0]
+    scale = ao.choose_scale_float8(xf, block, dtype, hp_value_lb=SCALE_FLOOR * FP8_MAX)
+    return ao.quantize_affine_float8(xf, scale, dtype), scale[..., 0]
 
 
 def dequantize(codes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
