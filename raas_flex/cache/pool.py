@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from raas_flex.cache.quant import is_quantized
+from raas_flex.cache.quant import is_quantized, torchao_primitives
 from raas_flex.config import check_dtype
 
 FREE = -1  # page_id of a slot that holds no page
@@ -90,6 +90,8 @@ def allocate_layer_cache(
         raise TypeError(f"kv_dtype={kv_dtype} is not a quantized storage dtype; pass "
                         "torch.int8, torch.float8_e4m3fn or None.")
     store = dtype if kv_dtype is None else kv_dtype
+    if kv_dtype is not None:
+        torchao_primitives()  # import torchao now, outside any compiled region
     if num_slots < 1:
         raise ValueError(f"num_slots={num_slots} must be >= 1.")
     shape = (batch, kv_heads, num_slots)

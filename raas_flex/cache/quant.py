@@ -15,7 +15,6 @@ compiled (docs/plans/issue6-quantized-pool.md §1); from fp32 they agree bit for
 
 from __future__ import annotations
 
-import functools
 import logging
 import types
 
@@ -27,11 +26,17 @@ FP8_MAX = torch.finfo(torch.float8_e4m3fn).max  # 448
 SCALE_FLOOR = 1e-8  # smallest scale: keeps an all-zero token finite (and its log)
 
 
-@functools.cache
-def _torchao() -> types.SimpleNamespace:
+_PRIMITIVES: types.SimpleNamespace | None = None
+
+
+def torchao_primitives() -> types.SimpleNamespace:
     """torchao's primitives, imported on first use: only a quantized pool needs them, and
     torchao 0.18 on torch 2.13 reports each CUDA-only C++ kernel it cannot load (and a
-    deprecated pytree registration). Those loggers are quieted for this one import."""
+    deprecated pytree registration); those loggers are quieted for this one import.
+    Allocating a quantized pool calls this eagerly, so compiled code only reads a global."""
+    global _PRIMITIVES
+    if _PRIMITIVES is not None:
+        return _PRIMITIVES
     quiet = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
     levels = [log.level for log in quiet]
     for log in quiet:
@@ -41,10 +46,11 @@ def _torchao() -> types.SimpleNamespace:
     finally:
         for log, level in zip(quiet, levels):
             log.setLevel(level)
-    return types.SimpleNamespace(
+    _PRIMITIVES = types.SimpleNamespace(
         MappingType=qp.MappingType, choose_qparams_affine=qp.choose_qparams_affine,
         quantize_affine=qp.quantize_affine, choose_scale_float8=qp._choose_scale_float8,
         quantize_affine_float8=qp._quantize_affine_float8)
+    return _PRIMITIVES
 
 
 def is_quantized(dtype: torch.dtype) -> bool:
@@ -55,7 +61,7 @@ def quantize(x: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.T
     """x [..., D] -> (codes [..., D] in `dtype`, scale [...] fp32), one scale per row."""
     if dtype not in QUANT_DTYPES:
         raise ValueError(f"cannot quantize to {dtype}; use one of {QUANT_DTYPES}.")
-    ao = _torchao()
+    ao = _PRIMITIVES if _PRIMITIVES is not None else torchao_primitives()
     xf = x.float()
     block = [1] * (xf.ndim - 1) + [xf.shape[-1]]
     if dtype == torch.int8:
