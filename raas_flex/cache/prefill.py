@@ -53,7 +53,7 @@ def write_prompt(cache: LayerCache, k: torch.Tensor, v: torch.Tensor,
     keys = torch.where(keep, k.gather(2, index), 0)  # [B, H, W*P, D]
     values = torch.where(keep, v.gather(2, index), 0)
     written = (slice(None), slice(None), slice(0, W * P))
-    _clear_pool(cache)
+    _clear_pool_from(cache, W * P)  # the written rows are fully overwritten next
     store_tokens(cache, written, keys, values)
     slots = torch.arange(S, device=k.device)
     fill = (lengths[:, None] - slots * P).clamp(0, P)  # [B, S]
@@ -73,10 +73,10 @@ def write_prompt(cache: LayerCache, k: torch.Tensor, v: torch.Tensor,
     cache.length.copy_(lengths)
 
 
-def _clear_pool(cache: LayerCache) -> None:
-    """Zero the K/V codes and reset the scales of every pool token, in place."""
-    as_bytes(cache.k).zero_()
-    as_bytes(cache.v).zero_()
+def _clear_pool_from(cache: LayerCache, start: int) -> None:
+    """Zero the K/V codes and reset the scales of pool tokens [start:], in place."""
+    as_bytes(cache.k)[:, :, start:].zero_()
+    as_bytes(cache.v)[:, :, start:].zero_()
     if cache.quantized:
-        cache.k_scale.fill_(1.0)
-        cache.v_logscale.zero_()
+        cache.k_scale[:, :, start:].fill_(1.0)
+        cache.v_logscale[:, :, start:].zero_()
