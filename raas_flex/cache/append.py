@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from raas_flex.cache.pool import LayerCache
-from raas_flex.cache.quant import as_bytes, quantize
+from raas_flex.cache.quant import quantize
 from raas_flex.cache.slots import choose_slot
 
 
@@ -67,8 +67,11 @@ def store_tokens(cache: LayerCache, index: tuple, k: torch.Tensor, v: torch.Tens
         return
     k_codes, k_scale = quantize(k, cache.k.dtype)
     v_codes, v_scale = quantize(v, cache.v.dtype)
-    _put(as_bytes(cache.k), index, as_bytes(k_codes))
-    _put(as_bytes(cache.v), index, as_bytes(v_codes))
+    # Straight into the 8-bit pool, never through a uint8 view: on CUDA, Inductor turned
+    # a write through a dtype view followed by flex's read into a pool-sized copy that flex
+    # then read wrongly (bench/results/quant_check_h100*.json).
+    _put(cache.k, index, k_codes)
+    _put(cache.v, index, v_codes)
     _put(cache.k_scale, index, k_scale)
     _put(cache.v_logscale, index, torch.log(v_scale))
 

@@ -6,7 +6,6 @@ import torch
 
 from raas_flex.cache.append import store_tokens, summary_keys
 from raas_flex.cache.pool import FREE, LayerCache
-from raas_flex.cache.quant import as_bytes
 
 
 def prompt_lengths(attention_mask: torch.Tensor | None, batch: int, seq_len: int,
@@ -75,8 +74,8 @@ def write_prompt(cache: LayerCache, k: torch.Tensor, v: torch.Tensor,
 
 def _clear_pool_from(cache: LayerCache, start: int) -> None:
     """Zero the K/V codes and reset the scales of pool tokens [start:], in place."""
-    as_bytes(cache.k)[:, :, start:].zero_()
-    as_bytes(cache.v)[:, :, start:].zero_()
+    cache.k[:, :, start:].zero_()
+    cache.v[:, :, start:].zero_()
     if cache.quantized:
         cache.k_scale[:, :, start:].fill_(1.0)
         cache.v_logscale[:, :, start:].zero_()

@@ -78,8 +78,3 @@ def dequantize(codes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """codes [..., D], scale [...] -> fp32 [..., D]. Tests and references only: the decode
     path never builds this for the pool."""
     return codes.float() * scale[..., None]
-
-
-def as_bytes(t: torch.Tensor) -> torch.Tensor:
-    """A uint8 view of 8-bit codes: CPU index_put_/gather do not take float8 tensors."""
-    return t.view(torch.uint8) if is_quantized(t.dtype) else t
