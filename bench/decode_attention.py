@@ -71,6 +71,11 @@ def run(args: argparse.Namespace, out: str) -> dict:
         with open(out + ".partial", "w") as f:  # survives a run cut off at its time limit
             json.dump(rows, f)
 
+    record.rows = rows
+
+    if args.quant:
+        rows = quant_rows(record, gen, sweep=not args.no_sweep)
+        return dict(bandwidth_Bps=bw, launch_ms=launch, rows=rows)
     for B in sorted({b for _, _, b in configs}):
         for n in ns:
             record("sdpa", n, None, None, B, cases.sdpa_dense(n, B, gen))
@@ -103,6 +108,28 @@ def run(args: argparse.Namespace, out: str) -> dict:
     return dict(bandwidth_Bps=bw, launch_ms=launch, rows=rows)
 
 
+def quant_rows(record, gen: torch.Generator, sweep: bool) -> list[dict]:
+    """Issue 6: the RaaS step and its attention alone over bf16 / int8 / fp8 pools, side by
+    side with SDPA, at N = 128k, L = 2048, P = 16 and batch 1, 8, 32."""
+    n, L, P = 128 * K, DEFAULT["L"], DEFAULT["P"]
+    for B in (1, 8, 32):
+        record("sdpa", n, None, None, B, cases.sdpa_dense(n, B, gen))
+        for kv_dtype, suffix in ((None, ""), ("int8", "_int8"), ("float8_e4m3fn", "_fp8")):
+            case, cache = cases.policy_step("raas", n, L, P, B, gen, kv_dtype)
+            record("raas" + suffix, n, L, P, B, case)
+            record("attend" + suffix, n, L, P, B, cases.attend_only(cache, B, gen, kv_dtype))
+            if B != 8 and sweep:  # does a decode-kernel setting suit 8-bit K/V better?
+                for options in QUANT_SWEEP:
+                    record(f"attend{suffix} {json.dumps(options)}", n, L, P, B,
+                           cases.attend_only(cache, B, gen, kv_dtype, options))
+            del case, cache
+            torch.cuda.empty_cache()
+    return record.rows
+
+
+QUANT_SWEEP = ({"BLOCK_N": 64}, {"BLOCK_N": 128}, {"num_warps": 8}, {"num_stages": 3})
+
+
 def add_ratios(rows: list[dict]) -> None:
     sdpa = {(r["N"], r["batch"]): r["median_ms"] for r in rows
             if r["method"] == "sdpa" and r["median_ms"]}
@@ -127,8 +154,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one config, two N")
     parser.add_argument("--followup", action="store_true",
                         help="after a kernel change: 3 configs, N in {4k, 128k}, no flex_dense")
+    parser.add_argument("--quant", action="store_true",
+                        help="issue 6: bf16 vs int8 vs fp8 pools, N=128k, L=2048, B=1/8/32")
+    parser.add_argument("--no-sweep", action="store_true", help="--quant without the "
+                        "kernel-option sweep of the attention")
+    parser.add_argument("--kernel-options", type=json.loads, default=None,
+                        help='decode flex kernel_options for every step, e.g. \'{"num_stages": 3}\'')
     parser.add_argument("--out", default=None, help="JSON path")
     args = parser.parse_args()
+    rf.functional.DECODE_KERNEL_OPTIONS = args.kernel_options
     import triton
     t0 = time.time()
     device = torch.cuda.get_device_name()
@@ -137,7 +171,8 @@ def main() -> None:
     result = run(args, out)
     add_ratios(result["rows"])
     result.update(device=device, torch=torch.__version__, triton=triton.__version__,
-                  command="PYTHONPATH=$PWD python " + " ".join(sys.argv), wall_s=time.time() - t0,
+                  command="PYTHONPATH=$PWD python " + " ".join(sys.argv),
+                  kernel_options=args.kernel_options, wall_s=time.time() - t0,
                   policies=list(rf.available_policies()))
     with open(out, "w") as f:
         json.dump(result, f, indent=1)

@@ -16,6 +16,8 @@ from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
 import raas_flex as rf
 from raas_flex.compile import compile_decode_step
+from raas_flex import functional
+from raas_flex.functional import attend_visible
 from raas_flex.masks import decode_block_mask
 
 from decode_state import seen_cache
@@ -27,21 +29,24 @@ KEEP_ALL_MARGIN = 16384  # free tokens after N in a keep-all pool (replays appen
 Case = tuple[Callable[[], torch.Tensor], int]
 
 _flex = torch.compile(flex_attention, fullgraph=True, dynamic=False)
+_attend = torch.compile(attend_visible, fullgraph=True, dynamic=False)
 
 
 def _randn(gen: torch.Generator, *shape: int) -> torch.Tensor:
     return torch.randn(shape, generator=gen, device="cuda").to(torch.bfloat16)
 
 
-def kv_bytes(batch: int, tokens: int) -> int:
-    return 2 * batch * KV_HEADS * tokens * HEAD_DIM * 2  # K and V, bf16
+def kv_bytes(batch: int, tokens: int, kv_dtype: str | None = None) -> int:
+    """Bytes of K and V the step must read: bf16, or 8-bit codes plus a fp32 scale each."""
+    per_token = 2 * HEAD_DIM if kv_dtype is None else HEAD_DIM + 4
+    return 2 * batch * KV_HEADS * tokens * per_token
 
 
 def policy_step(name: str, n: int, budget: int, page: int, batch: int,
-                gen: torch.Generator) -> tuple[Case, object]:
-    """The full compiled step (cache manager + flex) of policy `name`; also returns the
-    cache so the caller can time flex alone on the same state."""
-    config = rf.RaaSConfig(budget=budget, page_size=page, policy=name)
+                gen: torch.Generator, kv_dtype: str | None = None) -> tuple[Case, object]:
+    """The full compiled step (cache manager + flex) of policy `name`, over a pool stored
+    as kv_dtype (None: bf16); also returns the cache so the caller can time flex alone."""
+    config = rf.RaaSConfig(budget=budget, page_size=page, policy=name, kv_dtype=kv_dtype)
     policy = rf.make_policy(config)
     cache, step = seen_cache(policy, batch, KV_HEADS, HEAD_DIM, n, KEEP_ALL_MARGIN,
                              torch.bfloat16, "cuda", gen)
@@ -56,7 +61,7 @@ def policy_step(name: str, n: int, budget: int, page: int, batch: int,
         return compiled(q, k, v, cache, policy, step, SCALE)
 
     tokens = n if policy.keeps_all else cache.capacity
-    return (run, kv_bytes(batch, tokens)), cache
+    return (run, kv_bytes(batch, tokens, kv_dtype)), cache
 
 
 def raas_fused_step(n: int, budget: int, page: int, batch: int, gen: torch.Generator,
@@ -76,6 +81,28 @@ def split_kv_2x(batch: int) -> dict:
     """kernel_options doubling flex's default split count (2·SMs / (B·H) -> 4·SMs / (B·H))."""
     sms = torch.cuda.get_device_properties("cuda").multi_processor_count
     return {"SPLIT_KV": max(4 * sms // (batch * KV_HEADS), 1)}
+
+
+def attend_only(cache, batch: int, gen: torch.Generator, kv_dtype: str | None,
+                kernel_options: dict | None = None) -> Case:
+    """The step's attention alone, compiled: block mask from `visible` + flex (+ for a
+    quantized pool the in-kernel dequantization and the V-scale fold)."""
+    query = _randn(gen, batch, KV_HEADS, GROUP, HEAD_DIM)
+    tokens = int(cache.visible.sum()) // (batch * KV_HEADS)
+    if kernel_options is None:
+        return (lambda: _attend(query, cache, SCALE)), kv_bytes(batch, tokens, kv_dtype)
+
+    def attend_with_options() -> torch.Tensor:
+        # The options are a global read while tracing; Dynamo guards on it, so it stays
+        # set around every call and each setting gets its own graph.
+        base = functional.DECODE_KERNEL_OPTIONS
+        functional.DECODE_KERNEL_OPTIONS = {**(base or {}), **kernel_options}
+        try:
+            return _attend(query, cache, SCALE)
+        finally:
+            functional.DECODE_KERNEL_OPTIONS = base
+
+    return attend_with_options, kv_bytes(batch, tokens, kv_dtype)
 
 
 def flex_over_pool(cache, batch: int, gen: torch.Generator,

@@ -13,6 +13,7 @@ import torch
 
 import raas_flex as rf
 from raas_flex.cache import FREE, LayerCache
+from raas_flex.cache.quant import quantize
 
 
 def seen_cache(policy, batch: int, kv_heads: int, head_dim: int, n_seen: int,
@@ -41,9 +42,7 @@ def seen_cache(policy, batch: int, kv_heads: int, head_dim: int, n_seen: int,
         last = torch.full_like(first, pages - 1)
         held = torch.cat([first, middle, last], -1)
     live = held != FREE
-    cache.k.copy_(torch.randn(cache.k.shape, generator=gen, device=device).to(dtype))
-    cache.v.copy_(torch.randn(cache.v.shape, generator=gen, device=device).to(dtype))
-    keys = cache.k.float().view(batch, kv_heads, S, P, head_dim)
+    keys = _fill_kv(cache, dtype, gen).view(batch, kv_heads, S, P, head_dim)
     cache.kmin.copy_(torch.where(live[..., None], keys.amin(3), float("inf")))
     cache.kmax.copy_(torch.where(live[..., None], keys.amax(3), float("-inf")))
     cache.page_id.copy_(held)
@@ -56,3 +55,21 @@ def seen_cache(policy, batch: int, kv_heads: int, head_dim: int, n_seen: int,
     cache.current.copy_(held.argmax(-1))
     cache.length.fill_(n_seen)
     return cache, torch.tensor(step, dtype=torch.int64, device=device)
+
+
+def _fill_kv(cache: LayerCache, dtype: torch.dtype, gen: torch.Generator) -> torch.Tensor:
+    """Random K/V in the pool (quantized pools get real codes and scales); returns the
+    keys as float32 [B, H, S*P, D], the values the page summaries bound."""
+    shape = cache.k.shape
+    k = torch.randn(shape, generator=gen, device=cache.k.device).to(dtype)
+    v = torch.randn(shape, generator=gen, device=cache.k.device).to(dtype)
+    if not cache.quantized:
+        cache.k.copy_(k)
+        cache.v.copy_(v)
+        return k.float()
+    for codes, x, write_scale in ((cache.k, k, cache.k_scale.copy_),
+                                  (cache.v, v, lambda s: cache.v_logscale.copy_(s.log()))):
+        q, scale = quantize(x, codes.dtype)
+        codes.copy_(q)
+        write_scale(scale)
+    return k.float()
