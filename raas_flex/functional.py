@@ -24,9 +24,32 @@ from raas_flex.masks import (
 from raas_flex.policies import Policy
 from raas_flex.sizing import check_prompt_fits, pool_slots
 
-# kernel_options for the decode flex_attention call (None: torch's defaults); benchmarks
-# set it to tune the split-KV decode kernel, see bench/NOTES.md.
+# kernel_options for the decode flex_attention call. None: the measured default for the
+# device (below); set it to tune flex's split-KV decode kernel yourself (bench/NOTES.md).
 DECODE_KERNEL_OPTIONS: dict | None = None
+# On the H100, three pipeline stages in the split-KV decode kernel made the whole RaaS step
+# 1.5x faster at batch 32 (290 -> 193 us, bench/results/decode_latency_h100_quant*.json).
+# Measured on sm90 only, so other GPUs keep torch's defaults.
+HOPPER_DECODE_OPTIONS = {"num_stages": 3}
+# Filled on the host when a pool is allocated and read while tracing: a compiled step never
+# queries the device, it only reads this dict (Dynamo guards on it).
+_DEVICE_DECODE_OPTIONS: dict[str, dict | None] = {}
+
+
+def note_device(device: torch.device | str) -> None:
+    """Pick the decode kernel options for `device`'s kind once (at pool allocation)."""
+    device = torch.device(device)
+    if device.type == "cuda" and "cuda" not in _DEVICE_DECODE_OPTIONS:
+        major, _ = torch.cuda.get_device_capability(device)
+        _DEVICE_DECODE_OPTIONS["cuda"] = HOPPER_DECODE_OPTIONS if major == 9 else None
+
+
+def decode_kernel_options(device_type: str) -> dict | None:
+    """DECODE_KERNEL_OPTIONS if set, else the measured default for the device kind."""
+    if DECODE_KERNEL_OPTIONS is not None:
+        return dict(DECODE_KERNEL_OPTIONS)
+    options = _DEVICE_DECODE_OPTIONS.get(device_type)
+    return None if options is None else dict(options)
 
 
 def new_layer_cache(config: RaaSConfig, policy: Policy, batch: int, kv_heads: int,
@@ -35,6 +58,7 @@ def new_layer_cache(config: RaaSConfig, policy: Policy, batch: int, kv_heads: in
                     device: torch.device | str = "cpu") -> LayerCache:
     """An empty pool for one layer, sized for `policy` (see raas_flex.sizing)."""
     slots = pool_slots(config, prompt_tokens, max_new_tokens, keep_all=policy.keeps_all)
+    note_device(device)
     cache = allocate_layer_cache(batch, kv_heads, head_dim, slots, config.page_size,
                                  dtype, device, config.kv_storage_dtype)
     policy.init_state(cache)
@@ -113,7 +137,7 @@ def attend_visible(query: torch.Tensor, cache: LayerCache, scale: float,
                                               scale=scale)
     block_mask = decode_block_mask(cache.visible, cache.page_size, query.shape[2])
     return flex_attention(query, cache.k, cache.v, block_mask=block_mask, scale=scale,
-                          kernel_options=DECODE_KERNEL_OPTIONS)
+                          kernel_options=decode_kernel_options(query.device.type))
 
 
 def _attend_quantized(query: torch.Tensor, cache: LayerCache, scale: float) -> torch.Tensor:
@@ -137,7 +161,8 @@ def _attend_quantized(query: torch.Tensor, cache: LayerCache, scale: float) -> t
     block_mask = decode_block_mask(cache.visible, cache.page_size, 2 * G)
     out, aux = flex_attention(torch.cat([query, query], dim=2), cache.k, cache.v,
                               score_mod=dequantize_scores, block_mask=block_mask,
-                              scale=scale, kernel_options=DECODE_KERNEL_OPTIONS,
+                              scale=scale,
+                              kernel_options=decode_kernel_options(query.device.type),
                               return_aux=AuxRequest(lse=True))
     lse = aux.lse  # [B, H, 2G] natural log
     return out[:, :, :G].float() * torch.exp(lse[:, :, :G] - lse[:, :, G:])[..., None]
