@@ -117,12 +117,23 @@ def merge_results(inputs: list[Path], out_dir: Path, tag: str, plot: bool = True
     for path, run in zip(inputs, runs):
         if {k: run["settings"][k] for k in keys} != first:
             raise ValueError(f"{path} ran other problems ({keys} differ from {inputs[0]}).")
-    rows = {(r["policy"], r["budget_fraction"]): r for run in runs for r in run["rows"]}
+    rows = {}
+    for run in runs:
+        for r in map(dict, run["rows"]):
+            r["policy"] = pool_label(r["policy"], run["settings"])
+            rows[(r["policy"], r["budget_fraction"])] = r
     skipped = [s for run in runs for s in run["skipped"]]
     payload = {"rows": list(rows.values()), "skipped": skipped, "settings": runs[0]["settings"],
                "merged_from": [str(p) for p in inputs], "meta": runs[-1]["meta"]}
     _write_accuracy(out_dir, tag, payload, plot)
     return payload
+
+
+def pool_label(policy: str, settings: dict) -> str:
+    """'raas' for a pool in the model's dtype, 'raas@int8' for a quantized one (kv_dtype),
+    so runs that differ only in the pool's storage stay separate rows when merged."""
+    kv_dtype = settings.get("policy_config", {}).get("kv_dtype")
+    return policy if kv_dtype is None or policy == "hf" else f"{policy}@{kv_dtype}"
 
 
 def _write_accuracy(out_dir: Path, tag: str, payload: dict, plot: bool) -> Path:

@@ -181,3 +181,12 @@ def test_cli_fidelity_on_task_text(tiny_model, tmp_path, monkeypatch):
     assert [(r["policy"], r["budget_fraction"]) for r in data["rows"]] == [("dense", 1.0), ("raas", 0.5)]
     assert all(r["mean_kl"] < 1e-6 and r["top1_agreement"] == 1.0 for r in data["rows"])
     assert [c[:2] for c in rec.calls] == [("dense", 144), ("raas", 64)] * 2
+
+
+def test_merge_keeps_quantized_pools_apart():
+    plain = {"policy_config": {"attention_kernel": "flex"}}
+    int8 = {"policy_config": {"kv_dtype": "int8"}}
+    assert cli.pool_label("raas", plain) == "raas"
+    assert cli.pool_label("raas", {"policy_config": {"kv_dtype": None}}) == "raas"
+    assert cli.pool_label("raas", int8) == "raas@int8"
+    assert cli.pool_label("hf", int8) == "hf"  # the reference never uses a pool
