@@ -130,3 +130,14 @@ def test_compiled_step_traces_to_one_graph_without_breaks():
         torch._dynamo.reset()
         assert (explain.graph_count, explain.graph_break_count) == (1, 0), \
             explain.break_reasons
+
+
+def test_compiled_step_over_a_quantized_pool_is_refused_off_cuda():
+    from raas_flex.compile import compiled_decode_step
+
+    config = rf.RaaSConfig(budget=64, page_size=16, kv_dtype="int8")
+    policy = rf.make_policy(config)
+    cache = rf.new_layer_cache(config, policy, 1, 2, 8, prompt_tokens=16)
+    q, kv = torch.randn(1, 4, 1, 8), torch.randn(1, 2, 1, 8)
+    with pytest.raises(ValueError, match="CUDA only.*eager decode_step"):
+        compiled_decode_step(q, kv, kv, cache, policy, torch.tensor(0), 0.35)

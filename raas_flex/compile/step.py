@@ -40,10 +40,16 @@ def compiled_decode_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                          cache: LayerCache, policy, step: torch.Tensor,
                          scale: float) -> torch.Tensor:
     """One decode step through the shared default-mode graph (same arguments as above)."""
-    if cache.quantized and cache.k.device.type != "cuda":
-        raise ValueError("a quantized pool (kv_dtype) compiles on CUDA only: Inductor's CPU "
-                         "FlexAttention rejects 8-bit K/V. Use the eager decode_step on CPU.")
+    refuse_quantized_off_cuda(cache.quantized, cache.k.device, "Use the eager decode_step "
+                              "on the CPU.")
     return compile_decode_step(None)(q, k, v, cache, policy, step, scale)
+
+
+def refuse_quantized_off_cuda(quantized: bool, device: torch.device, fix: str) -> None:
+    """Compiling over an 8-bit pool works on CUDA only: raise with `fix` elsewhere."""
+    if quantized and device.type != "cuda":
+        raise ValueError("a quantized pool (kv_dtype) compiles on CUDA only: Inductor's CPU "
+                         "FlexAttention rejects 8-bit K/V with a float query. " + fix)
 
 
 def clone_cache(cache: LayerCache) -> LayerCache:

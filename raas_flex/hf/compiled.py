@@ -15,6 +15,7 @@ from typing import Callable
 
 import torch
 
+from raas_flex.compile.step import refuse_quantized_off_cuda
 from raas_flex.hf.cache import RaaSCache
 from raas_flex.hf.graphs import CudaStepGraph, GraphedDecode, StepGraph
 
@@ -51,11 +52,9 @@ class CompiledDecode:
         if not decode:
             return self.eager(*args, **kwargs)
         kwargs.pop("attention_mask", None)
-        if cache.config.kv_dtype is not None and not ids.is_cuda:
-            raise ValueError(f"compile=True with kv_dtype={cache.config.kv_dtype!r} needs CUDA: "
-                             "Inductor's CPU FlexAttention rejects 8-bit K/V with a float "
-                             "query. Use apply_raas(..., compile=False) on the CPU (eager flex "
-                             "takes them).")
+        refuse_quantized_off_cuda(cache.config.kv_dtype is not None, ids.device,
+                                  "Use apply_raas(..., compile=False) there (eager flex "
+                                  "takes 8-bit K/V).")
         if self.graphed is None:
             out = self.compiled(**kwargs)
         elif self.graphed.new_graph is CudaStepGraph and not ids.is_cuda:
