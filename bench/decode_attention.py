@@ -71,10 +71,8 @@ def run(args: argparse.Namespace, out: str) -> dict:
         with open(out + ".partial", "w") as f:  # survives a run cut off at its time limit
             json.dump(rows, f)
 
-    record.rows = rows
-
     if args.quant:
-        rows = quant_rows(record, gen, sweep=not args.no_sweep)
+        quant_rows(record, gen, sweep=not args.no_sweep)
         return dict(bandwidth_Bps=bw, launch_ms=launch, rows=rows)
     for B in sorted({b for _, _, b in configs}):
         for n in ns:
@@ -108,7 +106,7 @@ def run(args: argparse.Namespace, out: str) -> dict:
     return dict(bandwidth_Bps=bw, launch_ms=launch, rows=rows)
 
 
-def quant_rows(record, gen: torch.Generator, sweep: bool) -> list[dict]:
+def quant_rows(record, gen: torch.Generator, sweep: bool) -> None:
     """Issue 6: the RaaS step and its attention alone over bf16 / int8 / fp8 pools, side by
     side with SDPA, at N = 128k, L = 2048, P = 16 and batch 1, 8, 32."""
     n, L, P = 128 * K, DEFAULT["L"], DEFAULT["P"]
@@ -124,7 +122,6 @@ def quant_rows(record, gen: torch.Generator, sweep: bool) -> list[dict]:
                            cases.attend_only(cache, B, gen, kv_dtype, options))
             del case, cache
             torch.cuda.empty_cache()
-    return record.rows
 
 
 QUANT_SWEEP = ({"BLOCK_N": 64}, {"BLOCK_N": 128}, {"num_warps": 8}, {"num_stages": 3})

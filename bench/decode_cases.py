@@ -38,8 +38,8 @@ def _randn(gen: torch.Generator, *shape: int) -> torch.Tensor:
 
 def kv_bytes(batch: int, tokens: int, kv_dtype: str | None = None) -> int:
     """Bytes of K and V the step must read: bf16, or 8-bit codes plus a fp32 scale each."""
-    per_token = 2 * HEAD_DIM if kv_dtype is None else HEAD_DIM + 4
-    return 2 * batch * KV_HEADS * tokens * per_token
+    per_token = rf.RaaSConfig(kv_dtype=kv_dtype).kv_bytes_per_token(HEAD_DIM, torch.bfloat16)
+    return batch * KV_HEADS * tokens * per_token
 
 
 def policy_step(name: str, n: int, budget: int, page: int, batch: int,

@@ -13,7 +13,7 @@ import torch
 
 import raas_flex as rf
 from raas_flex.cache import FREE, LayerCache
-from raas_flex.cache.quant import quantize
+from raas_flex.cache.append import store_tokens, summary_keys
 
 
 def seen_cache(policy, batch: int, kv_heads: int, head_dim: int, n_seen: int,
@@ -58,18 +58,9 @@ def seen_cache(policy, batch: int, kv_heads: int, head_dim: int, n_seen: int,
 
 
 def _fill_kv(cache: LayerCache, dtype: torch.dtype, gen: torch.Generator) -> torch.Tensor:
-    """Random K/V in the pool (quantized pools get real codes and scales); returns the
-    keys as float32 [B, H, S*P, D], the values the page summaries bound."""
-    shape = cache.k.shape
-    k = torch.randn(shape, generator=gen, device=cache.k.device).to(dtype)
-    v = torch.randn(shape, generator=gen, device=cache.k.device).to(dtype)
-    if not cache.quantized:
-        cache.k.copy_(k)
-        cache.v.copy_(v)
-        return k.float()
-    for codes, x, write_scale in ((cache.k, k, cache.k_scale.copy_),
-                                  (cache.v, v, lambda s: cache.v_logscale.copy_(s.log()))):
-        q, scale = quantize(x, codes.dtype)
-        codes.copy_(q)
-        write_scale(scale)
-    return k.float()
+    """Random K/V written as a decode would write them (a quantized pool gets real codes and
+    scales); returns the float32 keys [B, H, S*P, D] the page summaries bound."""
+    k = torch.randn(cache.k.shape, generator=gen, device=cache.k.device).to(dtype)
+    v = torch.randn(cache.v.shape, generator=gen, device=cache.k.device).to(dtype)
+    store_tokens(cache, (slice(None),) * 3, k, v)
+    return summary_keys(cache, k)
