@@ -23,6 +23,8 @@ import time
 
 import torch
 
+from raas_flex.hf.compat import returned_cache
+
 PROMPT_LEN = 128
 CHECK_TOKENS = 48  # warm-up length; also the graph-vs-direct token comparison
 
@@ -138,7 +140,7 @@ def run_one(model, method: str, budget: int | None, args, ids: torch.Tensor,
         clock = Clock(device, args.time_cap, args.window)
         out = _generate(model, ids, args.max_new_tokens, method, clock)
         _sync(device)
-        facts.update(kv_bytes=kv_bytes(out.past_key_values), capped=clock.capped,
+        facts.update(kv_bytes=kv_bytes(returned_cache(out)), capped=clock.capped,
                      decoded=out.sequences.shape[1] - ids.shape[1],
                      peak_bytes=torch.cuda.max_memory_allocated() if device.type == "cuda" else 0)
     finally:

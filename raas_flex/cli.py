@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 def generate(args: argparse.Namespace) -> dict:
     """Run one generation and return the summary printed at the end."""
     from raas_flex.hf import apply_raas
+    from raas_flex.hf.compat import returned_cache
     from raas_flex.hf.tiny import model_from_name
 
     model = model_from_name(args.model, seed=args.seed)
@@ -91,7 +92,7 @@ def generate(args: argparse.Namespace) -> dict:
                          return_dict_in_generate=True)
     seconds = time.perf_counter() - start
     new_tokens = args.batch * (out.sequences.shape[1] - args.prompt_len)
-    kv_bytes, meta_bytes = out.past_key_values.nbytes()
+    kv_bytes, meta_bytes = returned_cache(out).nbytes()
     return {
         "model": args.model, "policy": args.policy, "attention_kernel": kernel,
         "kv_dtype": args.kv_dtype,

@@ -6,6 +6,8 @@ import pytest
 import torch
 import torch.nn.attention.flex_attention as flex_module
 
+from raas_flex.hf.compat import CACHE_ARG
+
 PAD = 0
 
 
@@ -35,3 +37,8 @@ def prompts(lengths: tuple[int, ...], vocab: int = 128, seed: int = 0):
 def greedy(model, ids, mask, new_tokens: int, **kwargs):
     return model.generate(ids, attention_mask=mask, max_new_tokens=new_tokens,
                           do_sample=False, **kwargs)
+
+
+def with_cache(cache) -> dict:
+    """generate()/forward kwargs that pass `cache` under the installed transformers' name."""
+    return {CACHE_ARG: cache}

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from tests._hf_common import fast_cpu, greedy, prompts  # noqa: F401
+from raas_flex.hf.compat import returned_cache
+from tests._hf_common import fast_cpu, greedy, prompts, with_cache  # noqa: F401
 from raas_flex import RaaSCache, apply_raas, held_positions, remove_raas
 from raas_flex.hf.tiny import tiny_model
 
@@ -34,7 +35,7 @@ def _run(model, new_tokens: int, **options):
     finally:
         remove_raas(model)
     assert out.sequences.shape == (len(LENGTHS), ids.shape[1] + new_tokens)
-    return out.past_key_values
+    return returned_cache(out)
 
 
 def test_cache_bytes_bounded_and_independent_of_length(model):
@@ -97,7 +98,7 @@ def test_keep_all_without_max_length_is_refused(model):
     try:
         cache = RaaSCache.for_model(model)
         with pytest.raises(ValueError, match="max_cache_len"):
-            model(ids, past_key_values=cache, use_cache=True)
+            model(ids, **with_cache(cache), use_cache=True)
     finally:
         remove_raas(model)
 
@@ -118,10 +119,10 @@ def test_keep_all_continuation_beyond_its_pool_is_refused(model):
     try:
         first = greedy(model, ids, mask, 10, return_dict_in_generate=True)
         with pytest.raises(ValueError, match="cannot grow"):
-            greedy(model, first.sequences, None, 40, past_key_values=first.past_key_values)
+            greedy(model, first.sequences, None, 40, **with_cache(returned_cache(first)))
         roomy = RaaSCache.for_model(model, max_cache_len=64)
-        first = greedy(model, ids, mask, 10, past_key_values=roomy, return_dict_in_generate=True)
-        more = greedy(model, first.sequences, None, 30, past_key_values=roomy)
+        first = greedy(model, ids, mask, 10, **with_cache(roomy), return_dict_in_generate=True)
+        more = greedy(model, first.sequences, None, 30, **with_cache(roomy))
         assert more.shape == (1, 8 + 40)
     finally:
         remove_raas(model)

@@ -6,7 +6,8 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from tests._hf_common import fast_cpu, greedy, prompts  # noqa: F401
+from raas_flex.hf.compat import returned_cache
+from tests._hf_common import fast_cpu, greedy, prompts, with_cache  # noqa: F401
 from raas_flex import RaaSCache, apply_raas, remove_raas
 from raas_flex.hf.patch import GENERATE_HOOK, STATE_ATTR, attention_modules
 from raas_flex.hf.tiny import tiny_model
@@ -43,8 +44,8 @@ def test_remove_restores_outputs_and_model(model):
 def test_explicit_cache_and_return_dict(patched):
     ids, mask = prompts((7,))
     cache = RaaSCache.for_model(patched)
-    out = greedy(patched, ids, mask, 12, past_key_values=cache, return_dict_in_generate=True)
-    assert out.past_key_values is cache
+    out = greedy(patched, ids, mask, 12, **with_cache(cache), return_dict_in_generate=True)
+    assert returned_cache(out) is cache
     assert int(cache.get_seq_length()) == 7 + 12 - 1
 
 
@@ -54,7 +55,7 @@ def test_second_generate_continues_the_cache(model, patched):
     expected_40 = greedy(model, ids, mask, 40)
     apply_raas(model, budget=256, page_size=16)
     first = greedy(model, ids, mask, 20, return_dict_in_generate=True)
-    again = greedy(model, first.sequences, None, 20, past_key_values=first.past_key_values)
+    again = greedy(model, first.sequences, None, 20, **with_cache(returned_cache(first)))
     assert torch.equal(again, expected_40)
     # a continuation chunk of several new tokens runs token by token through the policy
     extra = torch.cat([again, torch.tensor([[5, 6, 7, 8, 9]])], dim=1)
@@ -62,8 +63,8 @@ def test_second_generate_continues_the_cache(model, patched):
     expected = greedy(model, extra, None, 10)
     apply_raas(model, budget=256, page_size=16)
     cache = RaaSCache.for_model(model)
-    greedy(model, again, None, 1, past_key_values=cache)  # fills the cache with `again`
-    got = greedy(model, extra, None, 10, past_key_values=cache)
+    greedy(model, again, None, 1, **with_cache(cache))  # fills the cache with `again`
+    got = greedy(model, extra, None, 10, **with_cache(cache))
     assert torch.equal(got, expected)
 
 
@@ -105,14 +106,14 @@ def test_bad_options_are_refused(model, options, error, match):
 
 @pytest.mark.parametrize("kwargs, error, match", [
     ({"num_beams": 2}, ValueError, "not supported with RaaS"),
-    ({"past_key_values": "dynamic"}, TypeError, "RaaSCache"),
+    ({"cache": "dynamic"}, TypeError, "RaaSCache"),
     ({"use_cache": False}, ValueError, "use_cache"),
     ({"cache_implementation": "static"}, ValueError, "cache_implementation"),
 ])
 def test_refused_generate_modes(patched, kwargs, error, match):
     ids, mask = prompts((6,))
-    if kwargs.get("past_key_values") == "dynamic":
-        kwargs = {"past_key_values": DynamicCache(config=patched.config)}
+    if kwargs.get("cache") == "dynamic":
+        kwargs = with_cache(DynamicCache(config=patched.config))
     with pytest.raises(error, match=match):
         greedy(patched, ids, mask, 4, **kwargs)
 
@@ -129,4 +130,4 @@ def test_raas_cache_on_unpatched_model_is_refused(model):
     remove_raas(model)
     ids, mask = prompts((6,))
     with pytest.raises(RuntimeError, match="not patched"):
-        greedy(model, ids, mask, 3, past_key_values=cache)
+        greedy(model, ids, mask, 3, **with_cache(cache))

@@ -9,6 +9,7 @@ import torch
 
 from raas_flex import apply_raas, held_positions, remove_raas
 from raas_flex.hf.tiny import tiny_model
+from raas_flex.hf.compat import returned_cache
 from tests._hf_common import fast_cpu, greedy, prompts  # noqa: F401  (autouse fixture)
 
 PEERS = ("quest", "h2o", "streaming", "recycled", "random", "hsr", "raas_hsr")
@@ -52,7 +53,7 @@ def test_peer_small_budget_runs_to_the_end(model, policy):
         remove_raas(model)
     assert out.sequences.shape == (len(LENGTHS), ids.shape[1] + new_tokens)
     total = max(LENGTHS) + new_tokens
-    for layer in out.past_key_values.layers:
+    for layer in returned_cache(out).layers:
         held = held_positions(layer.pool, total).sum(-1)  # [B, H]
         if layer.keeps_all:  # every token fed (the last generated one never is)
             fed = torch.tensor(LENGTHS) + new_tokens - 1

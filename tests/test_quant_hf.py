@@ -22,7 +22,8 @@ import torch
 import raas_flex as rf
 from raas_flex.hf.cache import RaaSCache
 from raas_flex.hf.tiny import tiny_model
-from tests._hf_common import fast_cpu, greedy, prompts  # noqa: F401
+from raas_flex.hf.compat import returned_cache
+from tests._hf_common import fast_cpu, greedy, prompts, with_cache  # noqa: F401
 
 LENGTHS = (40, 29, 35)
 NEW = 32
@@ -39,10 +40,10 @@ def _forced_logits(model, ids, mask, tokens) -> torch.Tensor:
     """[B, NEW, vocab]: the logits predicting each of `tokens`, fed one by one."""
     cache = RaaSCache.for_model(model)
     with torch.no_grad():
-        logits = [model(ids, attention_mask=mask, past_key_values=cache,
+        logits = [model(ids, attention_mask=mask, **with_cache(cache),
                         use_cache=True).logits[:, -1]]
         for token in tokens.T[:-1]:
-            logits.append(model(token[:, None], past_key_values=cache,
+            logits.append(model(token[:, None], **with_cache(cache),
                                 use_cache=True).logits[:, -1])
     return torch.stack(logits, 1)
 
@@ -62,7 +63,7 @@ def test_generate_runs_end_to_end_with_a_quantized_pool(kv_dtype, reference):
     assert out.sequences.shape == (len(LENGTHS), ids.shape[1] + NEW)
     assert torch.equal(out.sequences[:, :ids.shape[1] + 1], torch.cat(
         [ids, tokens[:, :1]], 1)), "the first token comes from the full-precision prefill"
-    cache = out.past_key_values
+    cache = returned_cache(out)
     layer = cache.layers[0]
     assert layer.pool.k.dtype == getattr(torch, kv_dtype)
     D, dtype = layer.pool.k.shape[-1], layer.dtype

@@ -12,13 +12,14 @@ import torch
 
 from raas_flex.functional import decode_step, decode_step_tensors, prefill
 from raas_flex.hf.cache import RaaSCache, RaaSLayer
+from raas_flex.hf.compat import CACHE_ARG
 
 ATTN_NAME = "raas_flex"
-CACHE_KWARG = "raas_cache"  # where the pre-hook puts past_key_values for this function
+CACHE_KWARG = "raas_cache"  # where the pre-hook puts the model's cache argument
 
 NO_CACHE = (
-    "RaaS attention needs past_key_values to be a RaaSCache, got {got}. Call "
-    "model.generate() (it makes one), pass past_key_values=RaaSCache.for_model(model), or "
+    "RaaS attention needs the model's cache to be a RaaSCache, got {got}. Call "
+    "model.generate() (it makes one), pass {arg}=RaaSCache.for_model(model), or "
     "call raas_flex.remove_raas(model) for plain forwards (use_cache=False, DynamicCache)."
 )
 
@@ -53,7 +54,7 @@ def raas_mask(batch_size: int, q_length: int, kv_length: int, q_offset=0, kv_off
 
 def _check_call(cache: object, dropout: float, kwargs: dict) -> None:
     if not isinstance(cache, RaaSCache):
-        raise ValueError(NO_CACHE.format(got=type(cache).__name__))
+        raise ValueError(NO_CACHE.format(got=type(cache).__name__, arg=CACHE_ARG))
     if kwargs.get("sliding_window") is not None or kwargs.get("softcap") is not None:
         raise ValueError("RaaS attention cannot apply a sliding window or logit softcap; "
                          "apply_raas should have refused this model.")

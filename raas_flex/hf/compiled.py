@@ -17,6 +17,7 @@ import torch
 
 from raas_flex.compile.step import refuse_quantized_off_cuda
 from raas_flex.hf.cache import RaaSCache
+from raas_flex.hf.compat import cache_argument
 from raas_flex.hf.graphs import CudaStepGraph, GraphedDecode, StepGraph
 
 
@@ -45,7 +46,7 @@ class CompiledDecode:
         return compile_fx(gm, example_inputs)
 
     def __call__(self, *args, **kwargs):
-        cache = kwargs.get("past_key_values")
+        cache = cache_argument(kwargs)
         ids = kwargs.get("input_ids")
         decode = (not args and isinstance(cache, RaaSCache) and cache.is_prefilled
                   and ids is not None and ids.shape[1] == 1)

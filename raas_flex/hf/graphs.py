@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any, Callable, Protocol
 
 import torch
+from transformers.cache_utils import Cache
 
 
 class StepGraph(Protocol):
@@ -61,7 +62,7 @@ class GraphedDecode:
         others = {k: v for k, v in kwargs.items() if not isinstance(v, torch.Tensor)}
         key = (tuple((k, tuple(v.shape), v.dtype, v.device)
                                 for k, v in sorted(tensors.items())),
-               tuple(sorted((k, repr(v)) for k, v in others.items() if k != "past_key_values")))
+               tuple(sorted((k, repr(v)) for k, v in others.items() if not isinstance(v, Cache))))
         if cache is not self._cache or key != self._key:
             self.reset()  # a new cache or shape: one direct (warming) step, no graph yet
             self._cache, self._key = cache, key

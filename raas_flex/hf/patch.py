@@ -21,6 +21,7 @@ from transformers.masking_utils import AttentionMaskInterface
 from raas_flex.config import RaaSConfig
 from raas_flex.hf.attention import ATTN_NAME, CACHE_KWARG, raas_attention, raas_mask
 from raas_flex.hf.cache import RaaSCache
+from raas_flex.hf.compat import CACHE_ARG, cache_argument
 from raas_flex.hf.compiled import CompiledDecode
 from raas_flex.hf.support import check_supported
 
@@ -124,7 +125,7 @@ def _make_config(budget: int, page_size: int, policy: str, fields: dict) -> RaaS
 
 def _pass_cache(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     """Forward pre-hook: the attention function gets the cache under CACHE_KWARG."""
-    kwargs[CACHE_KWARG] = kwargs.get("past_key_values")
+    kwargs[CACHE_KWARG] = cache_argument(kwargs)
     return args, kwargs
 
 
@@ -136,10 +137,10 @@ def _prepare_cache(self, generation_config, model_kwargs: dict, generation_mode,
         raise ValueError(f"generation mode {generation_mode!s} is not supported with RaaS (a "
                          "budgeted cache cannot be reordered or rolled back); use greedy or "
                          "sampling with num_beams=1, or call remove_raas(model) first.")
-    cache = model_kwargs.get("past_key_values")
+    cache = cache_argument(model_kwargs)
     if cache is not None:
         if not isinstance(cache, RaaSCache):
-            raise TypeError(f"a RaaS-patched model needs past_key_values=RaaSCache(...), got "
+            raise TypeError(f"a RaaS-patched model needs {CACHE_ARG}=RaaSCache(...), got "
                             f"{type(cache).__name__}; or pass none and generate() makes one.")
         cache.max_cache_len = max_cache_length
         return type(self)._prepare_cache_for_generation(
@@ -149,4 +150,4 @@ def _prepare_cache(self, generation_config, model_kwargs: dict, generation_mode,
     if generation_config.cache_implementation not in (None, "dynamic"):
         raise ValueError(f"cache_implementation={generation_config.cache_implementation!r} "
                          "conflicts with RaaS, which supplies its own cache; leave it unset.")
-    model_kwargs["past_key_values"] = RaaSCache(state.config, state.num_layers, max_cache_length)
+    model_kwargs[CACHE_ARG] = RaaSCache(state.config, state.num_layers, max_cache_length)
