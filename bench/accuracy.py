@@ -54,6 +54,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         q.add_argument("--attention-kernel", default="auto", choices=["auto", "flex", "sdpa"],
                        help="auto: flex on CUDA; sdpa on CPU (same selection through a "
                             "materialised mask; eager CPU flex is ~4x slower per token)")
+        q.add_argument("--compile", default="auto", choices=["auto", "yes", "no"],
+                       help="compile the decode step and replay it as a CUDA graph "
+                            "(apply_raas compile=True, cuda_graph=True on CUDA). auto: yes on "
+                            "CUDA (one budget took > 150 s on the H200 without, 25-35 s with), "
+                            "no on the CPU (each new graph costs ~25 s to compile there)")
         q.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                        help="default: bfloat16 on CUDA, float32 on CPU")
         q.add_argument("--out-dir", type=Path, default=Path("bench/results"))
@@ -99,13 +104,22 @@ def main(argv=None) -> dict:
     kernel = args.attention_kernel
     if kernel == "auto":
         kernel = "flex" if args.device.startswith("cuda") else "sdpa"
-    args.policy_config = {"attention_kernel": kernel, **args.policy_config}
+    args.policy_config = {"attention_kernel": kernel, **decode_options(args.compile, args.device),
+                          **args.policy_config}
     tag = args.tag or f"{args.model.name}_D{args.decode_tokens}"
     meta = {"model": str(args.model), "dtype": str(dtype), **environment(),
             "args": {k: str(v) for k, v in vars(args).items()}}
     if args.mode == "accuracy":
         return _accuracy(args, model, task, tag, meta)
     return _fidelity(args, model, encode, task, tag, meta)
+
+
+def decode_options(choice: str, device: str) -> dict:
+    """apply_raas's compile/cuda_graph options for --compile on `device` (see its help)."""
+    on_cuda = device.startswith("cuda")
+    if choice == "no" or (choice == "auto" and not on_cuda):
+        return {"compile": False, "cuda_graph": False}
+    return {"compile": True, "cuda_graph": on_cuda}
 
 
 def merge_results(inputs: list[Path], out_dir: Path, tag: str, plot: bool = True) -> dict:

@@ -19,6 +19,8 @@ from bench.harness.sweep import SweepSettings, run_accuracy
 from bench.reasoner import model_config, save_checkpoint
 from bench.tasks import DEFAULT_SPEC, WordTokenizer
 
+pytestmark = pytest.mark.hf  # CI runs these on both ends of the transformers range
+
 TOK = WordTokenizer()
 HAS_APPLY = hasattr(raas_flex, "apply_raas")
 
@@ -190,3 +192,24 @@ def test_merge_keeps_quantized_pools_apart():
     assert cli.pool_label("raas", {"policy_config": {"kv_dtype": None}}) == "raas"
     assert cli.pool_label("raas", int8) == "raas@int8"
     assert cli.pool_label("hf", int8) == "hf"  # the reference never uses a pool
+
+
+@pytest.mark.parametrize("choice, device, expected", [
+    ("auto", "cuda", {"compile": True, "cuda_graph": True}),
+    ("auto", "cuda:1", {"compile": True, "cuda_graph": True}),
+    ("auto", "cpu", {"compile": False, "cuda_graph": False}),
+    ("yes", "cpu", {"compile": True, "cuda_graph": False}),
+    ("no", "cuda", {"compile": False, "cuda_graph": False}),
+])
+def test_gpu_runs_compile_and_replay_by_default(choice, device, expected):
+    assert cli.decode_options(choice, device) == expected
+
+
+def test_cli_passes_the_decode_options_to_apply_raas(tiny_model, tmp_path, monkeypatch):
+    ckpt = save_checkpoint(tiny_model, TOK, DEFAULT_SPEC, tmp_path / "tiny", log={})
+    rec = Recorder()
+    monkeypatch.setattr(cli, "raas_applier", lambda: rec.applier)
+    cli.main(["accuracy", "--model", str(ckpt), "--decode-tokens", "255", "--n", "1",
+              "--fractions", "0.25", "--slack", "1", "--out-dir", str(tmp_path), "--no-plot",
+              "--no-progress", "--no-reference", "--policies", "raas", "--compile", "no"])
+    assert rec.calls[0][3]["compile"] is False and rec.calls[0][3]["cuda_graph"] is False

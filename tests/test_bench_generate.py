@@ -1,8 +1,11 @@
 """bench/generate.py's plumbing on the CPU (tiny model, eager): rows, KV bytes, time cap."""
 
+import pytest
 import json
 
 from bench.generate import main
+
+pytestmark = pytest.mark.hf  # CI runs these on both ends of the transformers range
 
 
 def test_generate_bench_rows_and_cap(tmp_path):

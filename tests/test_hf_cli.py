@@ -7,6 +7,8 @@ import pytest
 from tests._hf_common import fast_cpu  # noqa: F401
 from raas_flex.cli import main
 
+pytestmark = pytest.mark.hf  # CI runs these on both ends of the transformers range
+
 
 def test_generate_prints_summary(capsys):
     code = main(["generate", "--model", "llama-tiny", "--budget", "64", "--max-new-tokens",

@@ -1,6 +1,7 @@
 """compile=True: one fullgraph decode graph, no recompiles across steps and page boundaries,
 the same tokens as eager RaaS decode (with evictions). One compile for the whole module."""
 
+import pytest
 import torch
 
 from tests._hf_common import fast_cpu, greedy, prompts  # noqa: F401
@@ -9,6 +10,8 @@ from raas_flex.hf.graphs import GraphedDecode
 from raas_flex.hf.patch import raas_state
 from raas_flex.hf.tiny import tiny_model
 from tests.fake_graph import FakeStepGraph
+
+pytestmark = pytest.mark.hf  # CI runs these on both ends of the transformers range
 
 NEW_TOKENS = 60  # 12 + 60 tokens through a 64-token budget: 4 page openings, evictions
 

@@ -7,6 +7,8 @@ from tests._hf_common import fast_cpu, greedy, prompts  # noqa: F401  (fast_cpu:
 from raas_flex import apply_raas, remove_raas
 from raas_flex.hf.tiny import FAMILIES, tiny_model
 
+pytestmark = pytest.mark.hf  # CI runs these on both ends of the transformers range
+
 NEW_TOKENS = 256
 BATCHES = {1: (11,), 3: (11, 6, 3)}
 BUDGET = 288  # 18 pages >= 11 prompt + 256 new tokens: nothing is ever evicted

@@ -8,6 +8,8 @@ from tests._hf_common import fast_cpu, greedy, prompts, with_cache  # noqa: F401
 from raas_flex import RaaSCache, apply_raas, held_positions, remove_raas
 from raas_flex.hf.tiny import tiny_model
 
+pytestmark = pytest.mark.hf  # CI runs these on both ends of the transformers range
+
 BUDGET, PAGE = 64, 16
 LENGTHS = (16, 10, 5)
 

@@ -12,6 +12,8 @@ from raas_flex import RaaSCache, apply_raas, remove_raas
 from raas_flex.hf.patch import GENERATE_HOOK, STATE_ATTR, attention_modules
 from raas_flex.hf.tiny import tiny_model
 
+pytestmark = pytest.mark.hf  # CI runs these on both ends of the transformers range
+
 
 @pytest.fixture(scope="module")
 def model():

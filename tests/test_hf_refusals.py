@@ -9,6 +9,8 @@ from raas_flex import apply_raas
 from raas_flex.hf.patch import STATE_ATTR
 from raas_flex.hf.tiny import tiny_model
 
+pytestmark = pytest.mark.hf  # CI runs these on both ends of the transformers range
+
 TINY_T5 = dict(d_model=64, d_ff=128, num_layers=2, num_heads=4, d_kv=16, vocab_size=128)
 TINY_MLA = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                 num_attention_heads=4, num_key_value_heads=4, vocab_size=128, kv_lora_rank=16,

@@ -12,6 +12,8 @@ from raas_flex.hf.tiny import tiny_model
 from raas_flex.hf.compat import returned_cache
 from tests._hf_common import fast_cpu, greedy, prompts  # noqa: F401  (autouse fixture)
 
+pytestmark = pytest.mark.hf  # CI runs these on both ends of the transformers range
+
 PEERS = ("quest", "h2o", "streaming", "recycled", "random", "hsr", "raas_hsr")
 LENGTHS = (11, 6, 3)
 # Peer settings that make a short decode exercise each rule.

@@ -25,6 +25,8 @@ from raas_flex.hf.tiny import tiny_model
 from raas_flex.hf.compat import returned_cache
 from tests._hf_common import fast_cpu, greedy, prompts, with_cache  # noqa: F401
 
+pytestmark = pytest.mark.hf  # CI runs these on both ends of the transformers range
+
 LENGTHS = (40, 29, 35)
 NEW = 32
 BUDGET = 80  # 5 pages: the 40-token prompt takes 3, decoding evicts

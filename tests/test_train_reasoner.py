@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import contextlib
 import json
 from types import SimpleNamespace
@@ -12,6 +13,8 @@ from transformers import LlamaForCausalLM
 from bench import train_reasoner as tr
 from bench.reasoner import PRESETS, count_parameters, load_checkpoint, model_config
 from bench.tasks import DEFAULT_SPEC, VOCAB_SIZE, WordTokenizer, make_problems
+
+pytestmark = pytest.mark.hf  # CI runs these on both ends of the transformers range
 
 
 def test_tiny_training_lowers_loss_and_saves_a_loadable_checkpoint(tmp_path):
