@@ -67,7 +67,7 @@ def new_layer_cache(config: RaaSConfig, policy: Policy, batch: int, kv_heads: in
 
 def fold_gqa(q: torch.Tensor, kv_heads: int) -> torch.Tensor:
     """[B, Hq, 1, D] -> [B, kv_heads, group, D]: a GQA group's queries become query rows,
-    so a per-kv-head block mask keeps flex on its fast decode kernel (flex-notes.md)."""
+    so a per-kv-head block mask keeps flex on its fast decode kernel (docs/flex-notes.md)."""
     B, Hq, _, D = q.shape
     return q.reshape(B, kv_heads, Hq // kv_heads, D)
 

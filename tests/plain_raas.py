@@ -1,7 +1,7 @@
 """A slow, obviously-correct RaaS: Python dicts of pages per (sequence, kv head).
 
 Used only by tests, to check the tensor implementation decision for decision.
-Rules (algorithms.md): new page -> timestamp = step; each step the top ceil(r · pages)
+Rules (docs/algorithms.md): new page -> timestamp = step; each step the top ceil(r · pages)
 pages by Quest bound (ties: older page first) get timestamp = step; a new page with the
 budget full evicts the unpinned page with the oldest timestamp (ties: oldest page).
 """

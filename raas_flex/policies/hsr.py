@@ -2,7 +2,7 @@
 
 Source rule: HSR (half-space reporting) returns the keys with q·k >= b and attends only
 those, with a provably small softmax error; the paper is theory only, with no code.
-Here [project choice, algorithms.md]: the page bound u_p is the half-space test per page.
+Here [project choice, docs/algorithms.md]: the page bound u_p is the half-space test per page.
 Each step attends every held page whose bound (max over the GQA group) lies within
 log(1/hsr_epsilon) of the step's largest bound, plus the current page, and stores in
 policy_state["dropped_mass_bound"] ([B, H] float32, the max over the kv head's query

@@ -1,6 +1,6 @@
 """raas: Reasoning-aware attention sparsity (arXiv 2502.11147), page version.
 
-Rule (algorithms.md): every page carries a timestamp, set to the step at which it was
+Rule (docs/algorithms.md): every page carries a timestamp, set to the step at which it was
 opened; at each decode step the pages judged important for the current query get the
 current step as timestamp; when a new page needs room and the budget is full, the unpinned
 page with the oldest timestamp is evicted (ties: the oldest page). Attention runs over every

@@ -1,6 +1,6 @@
 """random: evict a uniformly random unpinned page -- the honest baseline.
 
-Rule (algorithms.md): when a page needs room, evict a non-pinned page chosen uniformly at
+Rule (docs/algorithms.md): when a page needs room, evict a non-pinned page chosen uniformly at
 random, the prompt kept (keep_prefill=True pins it); seeded and reproducible. Every held
 token is attended.
 The randomness is a stateless integer hash of (random_seed, step, page id, batch row,
