@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 
 import torch
 
+from raas_flex.policies import PolicyOptions, available_policies, option_owners, policy_class
+from raas_flex.policies.base import check_int
+
 SUPPORTED_PAGE_SIZES = (16, 32, 64, 128)
-SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 IMPORTANCE_RULES = ("top_ratio", "alpha")
 SCORE_SOURCES = ("bound", "exact")
 ATTENTION_KERNELS = ("flex", "sdpa")
 KV_DTYPES = (None, "int8", "float8_e4m3fn")
-# Options that read the pool's keys as plain floats (an exact logit pass or an exact
-# certificate); with a quantized pool they would need a dequantized copy or a quantization
-# slack term that phase 1 does not have.
-EXACT_KEY_POLICIES = ("h2o", "recycled", "hsr", "raas_hsr")
 
 
 @dataclass(frozen=True)
@@ -38,18 +37,6 @@ class RaaSConfig:
         "sdpa" attends the identical selection through a materialised boolean mask and
         SDPA, for fast eager CPU runs (eager flex costs ~10 ms a call) and cross-checks.
 
-    Peer policies (each default from its source, or a project choice where the source is
-    silent; see raas_flex/policies/<name>.py):
-    h2o_recent_ratio: share of the budget's pages kept as H2O's recent window, the rest
-        heavy hitters; 0.5 is the paper's 1:1 split.
-    streaming_sinks: StreamingLLM sink pages (the paper's 4 sink tokens fit in one page).
-    recycled_period: Recycled Attention runs full attention every `recycled_period` steps.
-    recycled_pages: pages attended between full steps (besides the pages opened since the
-        last full step); None means budget // page_size.
-    hsr_epsilon: HSR attends the pages whose bound lies within log(1/hsr_epsilon) of the
-        step's largest bound.
-    random_seed: seed of the random-eviction baseline.
-
     kv_dtype: None keeps K/V in the model's dtype; "int8" or "float8_e4m3fn" stores them in
         8 bits with one fp32 scale per token and kv head (symmetric absmax; see
         raas_flex/cache/quant.py). Per token, not per page: it adds 4 bytes per token (3%
@@ -60,7 +47,13 @@ class RaaSConfig:
         about the scale). The page min/max
         summaries stay exact, and attention dequantizes inside flex (score_mod), so the
         pool is never copied to full precision. Needs attention_kernel="flex" and a policy
-        that reads pages through their summaries (not those in EXACT_KEY_POLICIES).
+        that reads pages through their summaries (its options' reads_exact_keys is False).
+    options: the chosen policy's own settings, an instance of its Options dataclass
+        (e.g. StreamingOptions(sinks=2) for policy="streaming"); None means the policy's
+        defaults. RaaSConfig.from_fields(policy="streaming", streaming_sinks=2) and
+        apply_raas take the same settings under flat names.
+    kernel_options: FlexAttention kernel_options for the decode call; None means the
+        measured default for the device (raas_flex/attention/kernel_options.py).
     """
 
     budget: int = 1024
@@ -73,20 +66,14 @@ class RaaSConfig:
     score_source: str = "bound"
     dense_layers: int = 0
     attention_kernel: str = "flex"
-    h2o_recent_ratio: float = 0.5
-    streaming_sinks: int = 1
-    recycled_period: int = 10
-    recycled_pages: int | None = None
-    hsr_epsilon: float = 1e-3
-    random_seed: int = 0
     kv_dtype: str | None = None
+    options: PolicyOptions | None = None
+    kernel_options: dict | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
-        from raas_flex.policies import available_policies  # late: policies import config
-
-        _check_int("budget", self.budget)
-        _check_int("page_size", self.page_size)
-        _check_int("dense_layers", self.dense_layers)
+        check_int("budget", self.budget)
+        check_int("page_size", self.page_size)
+        check_int("dense_layers", self.dense_layers)
         if self.page_size not in SUPPORTED_PAGE_SIZES:
             raise ValueError(
                 f"page_size={self.page_size} is not supported by the FlexAttention decode "
@@ -121,8 +108,42 @@ class RaaSConfig:
             raise ValueError(f"alpha={self.alpha} must lie in (0, 1); the sources use 1e-4.")
         if self.dense_layers < 0:
             raise ValueError(f"dense_layers={self.dense_layers} must be >= 0.")
-        self._check_peers()
+        self._set_options()
         self._check_kv_dtype()
+
+    def _set_options(self) -> None:
+        """The chosen policy's options (its defaults if None), checked against the core."""
+        options_class = policy_class(self.policy).Options
+        if self.options is None:
+            object.__setattr__(self, "options", options_class())
+        elif type(self.options) is not options_class:
+            raise TypeError(f"policy={self.policy!r} takes options={options_class.__name__}"
+                            f"(...), got {type(self.options).__name__}.")
+        self.options.check(self)
+
+    @classmethod
+    def from_fields(cls, **fields) -> RaaSConfig:
+        """A config from flat names: the core fields plus the chosen policy's options
+        (policy="streaming", streaming_sinks=2 -> options=StreamingOptions(sinks=2))."""
+        core = {f.name for f in dataclasses.fields(cls)}
+        policy = fields.get("policy", cls.policy)
+        options_class = policy_class(policy).Options
+        flat = options_class.flat_names()
+        chosen = {flat[name]: fields.pop(name) for name in list(fields) if name in flat}
+        owners = option_owners()
+        foreign = sorted(set(fields) & set(owners))
+        if foreign:
+            raise TypeError(f"{foreign[0]} is an option of policy {owners[foreign[0]]}, not of "
+                            f"{policy!r}; drop it or pick that policy.")
+        unknown = sorted(set(fields) - core)
+        if unknown:
+            raise TypeError(f"unknown RaaS option(s) {unknown}; valid: {sorted(core | set(flat))}.")
+        if chosen:
+            if fields.get("options") is not None:
+                raise TypeError("pass the policy's settings as options= or by their flat "
+                                "names, not both.")
+            fields["options"] = options_class(**chosen)
+        return cls(**fields)
 
     def _check_kv_dtype(self) -> None:
         """Refuse storage formats and the option combinations a quantized pool lacks."""
@@ -136,11 +157,13 @@ class RaaSConfig:
                 f"kv_dtype={self.kv_dtype!r} dequantizes inside FlexAttention; SDPA would need "
                 "a full-precision copy of the pool. Use attention_kernel=\"flex\"."
             )
-        if self.policy in EXACT_KEY_POLICIES:
+        if self.options.reads_exact_keys:
+            fine = [name for name in available_policies()
+                    if not policy_class(name).Options.reads_exact_keys]
             raise ValueError(
                 f"policy={self.policy!r} reads exact keys from the pool (exact attention mass "
                 f"or HSR's certificate), not supported with kv_dtype={self.kv_dtype!r} yet; "
-                "use policy='raas', 'quest', 'streaming' or 'random', or kv_dtype=None."
+                f"use policy={' / '.join(map(repr, fine))}, or kv_dtype=None."
             )
         if self.policy == "raas" and self.score_source == "exact":
             raise ValueError(
@@ -161,55 +184,7 @@ class RaaSConfig:
             return 2 * head_dim * dtype.itemsize
         return 2 * (head_dim * 1 + 4)  # 8-bit codes plus one fp32 scale per token
 
-    def _check_peers(self) -> None:
-        """Validate the peer policies' parameters (all of them, whichever policy is set)."""
-        _check_int("streaming_sinks", self.streaming_sinks)
-        _check_int("recycled_period", self.recycled_period)
-        _check_int("random_seed", self.random_seed)
-        if not 0.0 < self.h2o_recent_ratio < 1.0:
-            raise ValueError(f"h2o_recent_ratio={self.h2o_recent_ratio} must lie in (0, 1); "
-                             "the paper splits heavy:recent 1:1 (0.5).")
-        if self.streaming_sinks < 0:
-            raise ValueError(f"streaming_sinks={self.streaming_sinks} must be >= 0 pages.")
-        if self.policy == "streaming" and self.streaming_sinks > self.slots - 2:
-            raise ValueError(
-                f"streaming_sinks={self.streaming_sinks} pages leave fewer than 2 of the "
-                f"budget's {self.slots} pages for the recent window; lower streaming_sinks "
-                f"or raise budget to >= {(self.streaming_sinks + 2) * self.page_size}."
-            )
-        if self.recycled_period < 1:
-            raise ValueError(f"recycled_period={self.recycled_period} must be >= 1 "
-                             "(1 = full attention every step).")
-        if self.recycled_pages is not None:
-            _check_int("recycled_pages", self.recycled_pages)
-            if self.recycled_pages < 1:
-                raise ValueError(f"recycled_pages={self.recycled_pages} must be >= 1, or None "
-                                 "for budget // page_size.")
-        if not 0.0 < self.hsr_epsilon < 1.0:
-            raise ValueError(f"hsr_epsilon={self.hsr_epsilon} must lie in (0, 1).")
-        if self.random_seed < 0:
-            raise ValueError(f"random_seed={self.random_seed} must be >= 0.")
-
     @property
     def slots(self) -> int:
         """Pages an evicting policy's pool holds."""
         return self.budget // self.page_size
-
-    @property
-    def recycled_top_pages(self) -> int:
-        """Pages Recycled Attention attends between full steps (besides its new pages)."""
-        return self.slots if self.recycled_pages is None else self.recycled_pages
-
-
-def _check_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}.")
-
-
-def check_dtype(dtype: torch.dtype) -> None:
-    """Raise TypeError unless the pool can hold this dtype."""
-    if dtype not in SUPPORTED_DTYPES:
-        raise TypeError(
-            f"KV dtype {dtype} is not supported; cast the model or tensors to one of "
-            f"{[str(d) for d in SUPPORTED_DTYPES]}."
-        )

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from raas_flex.config import RaaSConfig
-from raas_flex.policies import policy_class
+from raas_flex.policies.base import ConfigView
 
 MIN_DECODE_PAGES = 2
 
@@ -12,16 +11,12 @@ def pages(tokens: int, page_size: int) -> int:
     return -(-tokens // page_size)
 
 
-def pool_slots(config: RaaSConfig, prompt_tokens: int, max_new_tokens: int | None,
-               keep_all: bool | None = None) -> int:
-    """Slots for one layer: L/P for an evicting policy, every page for a keep-all one.
-
-    `keep_all` overrides the policy's own class attribute (used for dense layers).
-    """
-    if keep_all is None:
-        keep_all = policy_class(config.policy).keeps_all
+def pool_slots(config: ConfigView, prompt_tokens: int, max_new_tokens: int | None,
+               keep_all: bool) -> int:
+    """Slots for one layer: L/P for an evicting policy, every page for a keep-all one
+    (`keep_all` is the layer's policy's: a dense layer keeps all under any policy). Whether
+    a prompt fits the budget is checked once, by prefill, where the prompt is written."""
     if not keep_all:
-        check_prompt_fits(config, prompt_tokens)
         return config.slots
     if max_new_tokens is None:
         raise ValueError(
@@ -31,7 +26,7 @@ def pool_slots(config: RaaSConfig, prompt_tokens: int, max_new_tokens: int | Non
     return pages(prompt_tokens + max_new_tokens, config.page_size)
 
 
-def check_prompt_fits(config: RaaSConfig, prompt_tokens: int) -> None:
+def check_prompt_fits(config: ConfigView, prompt_tokens: int) -> None:
     """Refuse a prompt that leaves fewer than two pages of decode room in the budget."""
     used = pages(prompt_tokens, config.page_size)
     if config.slots - used < MIN_DECODE_PAGES:

@@ -20,8 +20,19 @@ from raas_flex import (
     new_layer_cache, prefill,
 )
 from raas_flex.cache import LayerCache
-from raas_flex.policies import Policy
+from raas_flex.policies import Policy, available_policies, policy_class
 from tests.reference_attention import reference_attention
+
+# Every registered policy but the library's own two: the peers each policy test covers.
+PEERS = tuple(name for name in available_policies() if name not in ("dense", "raas"))
+EVICTING = tuple(name for name in PEERS if not policy_class(name).Options.keeps_all)
+
+
+def settings_for(policy: str, **flat) -> dict:
+    """Of `flat` peer settings (e.g. recycled_period=3, hsr_epsilon=0.05), the ones
+    `policy` takes, so one table of settings can drive every peer."""
+    taken = policy_class(policy).Options.flat_names()
+    return {name: value for name, value in flat.items() if name in taken}
 
 
 @dataclass

@@ -41,8 +41,10 @@ def _layer(config, batch=1, kv_heads=2, head_dim=16, prompt=20, dtype=torch.floa
 
 def test_prompt_leaving_under_two_decode_pages_is_refused():
     config = rf.RaaSConfig(budget=64, page_size=16)
+    policy, cache = _layer(config, prompt=40)
+    q, kv = torch.randn(1, 4, 40, 16), torch.randn(1, 2, 40, 16)
     with pytest.raises(ValueError, match="raise budget to at least 80"):
-        _layer(config, prompt=40)  # 3 of 4 pages
+        rf.prefill(q, kv, kv, cache, policy)  # 3 of 4 pages
 
 
 def test_wrong_dtype_is_a_type_error():

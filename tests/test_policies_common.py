@@ -10,12 +10,10 @@ from hypothesis import strategies as st
 
 from raas_flex import RaaSConfig
 from tests.policy_harness import (
-    SDPA, causal_positions, examples, make_sequence, max_error_vs_dense, max_error_vs_masked_dense,
-    run_policy,
+    EVICTING, PEERS, SDPA, causal_positions, examples, make_sequence, max_error_vs_dense,
+    max_error_vs_masked_dense, run_policy, settings_for,
 )
 
-PEERS = ("quest", "h2o", "streaming", "recycled", "random", "hsr", "raas_hsr")
-EVICTING = ("h2o", "streaming", "random", "raas_hsr")
 P = 16
 TOL = 1e-5
 
@@ -23,10 +21,12 @@ TOL = 1e-5
 def peer_config(policy: str, budget: int, **extra) -> RaaSConfig:
     """Small peers' settings so that a 20-step run exercises their selection; the fast
     "sdpa" kernel unless `attention_kernel` says otherwise."""
-    defaults = dict(recycled_period=3, recycled_pages=1, hsr_epsilon=0.05,
-                    attention_kernel=SDPA)
-    defaults.update(extra)
-    return RaaSConfig(budget=budget, page_size=P, policy=policy, **defaults)
+    peers = dict(recycled_period=3, recycled_pages=1, hsr_epsilon=0.05)
+    core = dict(attention_kernel=SDPA)
+    for name, value in extra.items():
+        (core if name in RaaSConfig.__dataclass_fields__ else peers)[name] = value
+    return RaaSConfig.from_fields(budget=budget, page_size=P, policy=policy, **core,
+                                  **settings_for(policy, **peers))
 
 
 @pytest.mark.parametrize("policy", PEERS)

@@ -7,6 +7,7 @@ import torch
 from torch._inductor.compile_fx import compile_fx
 
 from raas_flex import RaaSConfig
+from raas_flex.policies.hsr import HSROptions
 from raas_flex.functional import decode_step_tensors
 from raas_flex.policies.hsr import BOUND
 from tests.policy_harness import make_sequence, max_error_vs_masked_dense, run_policy
@@ -22,7 +23,7 @@ def test_compiled_hsr_step_matches_eager_without_recompiling() -> None:
     compiled = torch.compile(decode_step_tensors, backend=counting_inductor, fullgraph=True,
                              dynamic=False)
     seq = make_sequence(5, batch=2, prompt_lengths=[30, 12], steps=10, key_scale=3.0)
-    config = RaaSConfig(budget=64, page_size=16, policy="hsr", hsr_epsilon=0.2)
+    config = RaaSConfig(budget=64, page_size=16, policy="hsr", options=HSROptions(epsilon=0.2))
     scale = 0.25  # 1 / sqrt(head_dim = 16), as the eager path uses
     bounds = {"eager": [], "compiled": []}
 

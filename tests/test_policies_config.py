@@ -1,5 +1,6 @@
-"""Peer parameters: defaults from the sources, bad values refused with the fix named, and
-each policy's memory class (pool sized by the budget, or by prompt + max_new_tokens)."""
+"""Peer options: defaults from the sources, bad values refused with the fix named, the
+flat spelling routed to the chosen policy only, and each policy's memory class (pool sized
+by the budget, or by prompt + max_new_tokens)."""
 
 from __future__ import annotations
 
@@ -7,46 +8,71 @@ import sys
 
 import pytest
 
-from raas_flex import RaaSConfig, available_policies, make_policy, new_layer_cache
-from raas_flex.policies import policy_class
-
-PEERS = ("quest", "h2o", "streaming", "recycled", "random", "hsr", "raas_hsr")
+from raas_flex import RaaSConfig, make_policy, new_layer_cache
+from raas_flex.policies import available_policies, policy_class
+from raas_flex.policies.h2o import H2OOptions
+from raas_flex.policies.hsr import HSROptions
+from raas_flex.policies.random_page import RandomOptions
+from raas_flex.policies.recycled import RecycledOptions
+from raas_flex.policies.streaming import StreamingOptions
+from tests.policy_harness import PEERS
 
 
 def test_peers_are_registered_with_documented_defaults() -> None:
-    assert set(PEERS) <= set(available_policies())
-    config = RaaSConfig()
-    assert config.h2o_recent_ratio == 0.5  # H2O's 1:1 heavy:recent split
-    assert config.streaming_sinks == 1  # one page holds StreamingLLM's 4 sink tokens
-    assert config.recycled_period == 10
-    assert config.recycled_top_pages == config.budget // config.page_size
-    assert RaaSConfig(recycled_pages=3).recycled_top_pages == 3
+    assert set(PEERS) == {"quest", "h2o", "streaming", "recycled", "random", "hsr", "raas_hsr"}
+    assert H2OOptions().recent_ratio == 0.5  # H2O's 1:1 heavy:recent split
+    assert StreamingOptions().sinks == 1  # one page holds StreamingLLM's 4 sink tokens
+    assert RecycledOptions().period == 10
+    config = RaaSConfig(policy="recycled")
+    assert config.options.top_pages(config) == config.budget // config.page_size
+    assert RecycledOptions(pages=3).top_pages(config) == 3
     for name in PEERS:  # every module states its source's rule and its deviations
         module = sys.modules[policy_class(name).__module__]
         assert "Deviation" in module.__doc__, name
 
 
-@pytest.mark.parametrize("field, value, error, words", [
-    ("h2o_recent_ratio", 0.0, ValueError, "h2o_recent_ratio"),
-    ("h2o_recent_ratio", 1.0, ValueError, "1:1"),
-    ("streaming_sinks", -1, ValueError, ">= 0"),
-    ("streaming_sinks", 1.5, TypeError, "int"),
-    ("recycled_period", 0, ValueError, ">= 1"),
-    ("recycled_pages", 0, ValueError, "None"),
-    ("recycled_pages", True, TypeError, "int"),
-    ("hsr_epsilon", 0.0, ValueError, "(0, 1)"),
-    ("hsr_epsilon", 1.0, ValueError, "(0, 1)"),
-    ("random_seed", -3, ValueError, ">= 0"),
+@pytest.mark.parametrize("name", available_policies())
+def test_every_config_holds_its_policys_options(name) -> None:
+    config = RaaSConfig(policy=name)
+    assert type(config.options) is policy_class(name).Options
+    assert RaaSConfig.from_fields(policy=name, **config.options.flat()) == config
+
+
+@pytest.mark.parametrize("options, field, value, error, words", [
+    (H2OOptions, "recent_ratio", 0.0, ValueError, "h2o_recent_ratio"),
+    (H2OOptions, "recent_ratio", 1.0, ValueError, "1:1"),
+    (StreamingOptions, "sinks", -1, ValueError, ">= 0"),
+    (StreamingOptions, "sinks", 1.5, TypeError, "int"),
+    (RecycledOptions, "period", 0, ValueError, ">= 1"),
+    (RecycledOptions, "pages", 0, ValueError, "None"),
+    (RecycledOptions, "pages", True, TypeError, "int"),
+    (HSROptions, "epsilon", 0.0, ValueError, "(0, 1)"),
+    (HSROptions, "epsilon", 1.0, ValueError, "(0, 1)"),
+    (RandomOptions, "seed", -3, ValueError, ">= 0"),
 ])
-def test_bad_peer_parameters_are_refused(field, value, error, words) -> None:
+def test_bad_peer_options_are_refused(options, field, value, error, words) -> None:
     with pytest.raises(error, match=words.replace("(", r"\(").replace(")", r"\)")):
-        RaaSConfig(**{field: value})
+        options(**{field: value})
+    name = options.prefix + field  # the flat spelling checks the same
+    policy = next(p for p in available_policies() if policy_class(p).Options is options)
+    with pytest.raises(error, match=words.replace("(", r"\(").replace(")", r"\)")):
+        RaaSConfig.from_fields(policy=policy, **{name: value})
+
+
+def test_flat_options_reach_the_chosen_policy_only() -> None:
+    config = RaaSConfig.from_fields(policy="streaming", streaming_sinks=2)
+    assert config.options == StreamingOptions(sinks=2)
+    with pytest.raises(TypeError, match=r"option of policy \('streaming',\)"):
+        RaaSConfig.from_fields(policy="h2o", streaming_sinks=2)
+    with pytest.raises(TypeError, match="valid"):
+        RaaSConfig.from_fields(policy="h2o", sinks=2)
+    with pytest.raises(TypeError, match="takes options=StreamingOptions"):
+        RaaSConfig(policy="streaming", options=H2OOptions())
 
 
 def test_streaming_sinks_must_leave_a_window() -> None:
     with pytest.raises(ValueError, match="raise budget to >= 80"):
-        RaaSConfig(budget=64, page_size=16, policy="streaming", streaming_sinks=3)
-    RaaSConfig(budget=64, page_size=16, policy="h2o", streaming_sinks=3)  # not streaming
+        RaaSConfig(budget=64, page_size=16, policy="streaming", options=StreamingOptions(sinks=3))
 
 
 @pytest.mark.parametrize("name", PEERS)

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from raas_flex import RaaSConfig
+from raas_flex.policies.h2o import H2OOptions
 from tests.policy_harness import (
     SDPA, examples, make_sequence, page_sets, run_policy, step_page_mass,
 )
@@ -29,7 +30,7 @@ def test_h2o_evicts_lowest_accumulated_mass_outside_window(seed, length, extra_p
     seq = make_sequence(seed, batch=2, prompt_lengths=length, steps=steps,
                         key_scale=key_scale)
     config = RaaSConfig(budget=slots * P, page_size=P, attention_kernel=SDPA, policy="h2o",
-                        h2o_recent_ratio=ratio, keep_prefill=keep_prefill)
+                        options=H2OOptions(recent_ratio=ratio), keep_prefill=keep_prefill)
     trace = run_policy(config, seq)
     B, H = seq.k_prompt.shape[:2]
     accumulated = [[defaultdict(float) for _ in range(H)] for _ in range(B)]  # oracle

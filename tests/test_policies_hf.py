@@ -11,10 +11,10 @@ from raas_flex import apply_raas, held_positions, remove_raas
 from raas_flex.hf.tiny import tiny_model
 from raas_flex.hf.compat import returned_cache
 from tests._hf_common import fast_cpu, greedy, prompts  # noqa: F401  (autouse fixture)
+from tests.policy_harness import PEERS, settings_for
 
 pytestmark = pytest.mark.hf  # CI runs these on both ends of the transformers range
 
-PEERS = ("quest", "h2o", "streaming", "recycled", "random", "hsr", "raas_hsr")
 LENGTHS = (11, 6, 3)
 # Peer settings that make a short decode exercise each rule.
 OPTIONS = dict(recycled_period=3, hsr_epsilon=0.05)
@@ -36,7 +36,7 @@ def test_peer_with_room_for_everything_matches_unpatched(model, unpatched_tokens
     ids, mask = prompts(LENGTHS)
     # 64 >= 11 + 40 tokens; hsr's threshold must keep every page to be exact.
     apply_raas(model, budget=64, page_size=16, policy=policy,
-               **{**OPTIONS, "hsr_epsilon": 1e-30})
+               **settings_for(policy, **{**OPTIONS, "hsr_epsilon": 1e-30}))
     try:
         got = greedy(model, ids, mask, 40)
     finally:
@@ -48,7 +48,8 @@ def test_peer_with_room_for_everything_matches_unpatched(model, unpatched_tokens
 def test_peer_small_budget_runs_to_the_end(model, policy):
     ids, mask = prompts(LENGTHS)
     new_tokens, budget = 80, 48
-    apply_raas(model, budget=budget, page_size=16, policy=policy, **OPTIONS)
+    apply_raas(model, budget=budget, page_size=16, policy=policy,
+               **settings_for(policy, **OPTIONS))
     try:
         out = greedy(model, ids, mask, new_tokens, return_dict_in_generate=True)
     finally:

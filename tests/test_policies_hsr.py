@@ -129,8 +129,8 @@ def test_decode_steps_report_a_valid_bound(policy: str, seed: int, epsilon: floa
     k = seq.history("k")
     B, H, _, D = k.shape
     bounds: list[torch.Tensor] = []
-    config = RaaSConfig(budget=80, page_size=P, attention_kernel=SDPA, policy=policy,
-                        hsr_epsilon=epsilon)
+    config = RaaSConfig.from_fields(budget=80, page_size=P, attention_kernel=SDPA,
+                                    policy=policy, hsr_epsilon=epsilon)
     def keep_bound(t, cache, _policy):
         bounds.append(cache.policy_state[BOUND].clone())
 

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from raas_flex import RaaSConfig
+from raas_flex.policies.random_page import RandomOptions
 from raas_flex.cache import allocate_layer_cache, choose_slot
 from raas_flex.policies.random_page import random_keys
 from tests.policy_harness import SDPA, examples, make_sequence, page_sets, run_policy
@@ -23,10 +24,10 @@ def held_pages(config: RaaSConfig, seed: int) -> list:
 
 def test_random_is_reproducible_and_seed_dependent() -> None:
     config = RaaSConfig(budget=48, page_size=P, attention_kernel=SDPA, policy="random",
-                        random_seed=3)
+                        options=RandomOptions(seed=3))
     first, again = held_pages(config, 0), held_pages(config, 0)
     assert first == again
-    other = held_pages(replace(config, random_seed=4), 0)
+    other = held_pages(replace(config, options=RandomOptions(seed=4)), 0)
     assert other != first
 
 
@@ -37,7 +38,7 @@ def test_random_is_reproducible_and_seed_dependent() -> None:
 def test_random_never_evicts_pinned_prompt(seed, random_seed, lengths) -> None:
     slots = -(-max(lengths) // P) + 2
     config = RaaSConfig(budget=slots * P, page_size=P, attention_kernel=SDPA, policy="random",
-                        random_seed=random_seed)
+                        options=RandomOptions(seed=random_seed))
     steps = slots * P + P // 2 - min(lengths)  # at least one eviction per row
     seq = make_sequence(seed, batch=len(lengths), prompt_lengths=lengths, steps=steps)
     trace = run_policy(config, seq)

@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from raas_flex import RaaSConfig
+from raas_flex.policies.recycled import RecycledOptions
 from tests.policy_harness import (
     SDPA, causal_positions, current_page, examples, make_sequence, page_sets, run_policy,
     step_page_mass,
@@ -25,7 +26,7 @@ def test_recycled_full_step_exactly_every_period(seed, period, top, length,
     seq = make_sequence(seed, batch=2, prompt_lengths=[length, length + 3], steps=16,
                         key_scale=3.0)
     config = RaaSConfig(budget=P, page_size=P, attention_kernel=SDPA, policy="recycled",
-                        recycled_period=period, recycled_pages=top)
+                        options=RecycledOptions(period=period, pages=top))
     trace = run_policy(config, seq, first_step=first_step)  # the caller's numbering is moot
     assert int(trace.cache.policy_state["recycled_step"]) == seq.steps
     for t, attended in enumerate(trace.attended):

@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from raas_flex import RaaSConfig
+from raas_flex.policies.streaming import StreamingOptions
 from tests.policy_harness import (
     SDPA, current_page, examples, make_sequence, page_sets, run_policy,
 )
@@ -28,7 +29,7 @@ def test_streaming_holds_sinks_and_recent_window(seed, lengths, extra_pages, sin
     steps = slots * P + P - min(lengths)  # at least one eviction per row
     seq = make_sequence(seed, batch=len(lengths), prompt_lengths=lengths, steps=steps)
     config = RaaSConfig(budget=slots * P, page_size=P, attention_kernel=SDPA, policy="streaming",
-                        streaming_sinks=sinks, keep_prefill=keep_prefill)
+                        options=StreamingOptions(sinks=sinks), keep_prefill=keep_prefill)
     trace = run_policy(config, seq)
     for t, held in enumerate(trace.held):
         current = current_page(seq, t, P)
@@ -46,4 +47,4 @@ def test_streaming_holds_sinks_and_recent_window(seed, lengths, extra_pages, sin
 
 def test_streaming_rejects_sinks_that_leave_no_window() -> None:
     with pytest.raises(ValueError, match="streaming_sinks"):
-        RaaSConfig(budget=64, page_size=P, policy="streaming", streaming_sinks=3)
+        RaaSConfig(budget=64, page_size=P, policy="streaming", options=StreamingOptions(sinks=3))

@@ -12,9 +12,17 @@ from dataclasses import dataclass, field
 import torch
 
 from raas_flex.cache.quant import is_quantized, torchao_primitives
-from raas_flex.config import check_dtype
-
 FREE = -1  # page_id of a slot that holds no page
+SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def check_dtype(dtype: torch.dtype) -> None:
+    """Raise TypeError unless the pool can hold this dtype."""
+    if dtype not in SUPPORTED_DTYPES:
+        raise TypeError(
+            f"KV dtype {dtype} is not supported; cast the model or tensors to one of "
+            f"{[str(d) for d in SUPPORTED_DTYPES]}."
+        )
 
 
 @dataclass
@@ -24,7 +32,7 @@ class LayerCache:
     Shapes: B batch, H kv heads, S slots, P page size, D head dim.
     A quantized pool (RaaSConfig.kv_dtype) holds 8-bit k/v codes plus k_scale and
     v_logscale; the attention multiplies scores by k_scale and folds log of the V scale into
-    the scores (functional.attend_visible), so no full-precision copy is made.
+    the scores (raas_flex.attention.decode), so no full-precision copy is made.
     """
 
     k: torch.Tensor  # [B, H, S*P, D] model dtype, or int8 / float8_e4m3fn codes
@@ -45,6 +53,9 @@ class LayerCache:
     # buffers, not tensors computed in the compiled graph. Unwritten tokens: 1 and 0.
     k_scale: torch.Tensor | None = None  # [B, H, S*P] float32: k ≈ codes * k_scale
     v_logscale: torch.Tensor | None = None  # [B, H, S*P] float32: v ≈ codes * exp(v_logscale)
+    # flex kernel_options for the decode call, chosen on the host at allocation (None:
+    # torch's defaults); read by the attention, so a compiled step never queries the device.
+    kernel_options: dict | None = None
 
     @property
     def quantized(self) -> bool:
@@ -80,6 +91,7 @@ def allocate_layer_cache(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
     kv_dtype: torch.dtype | None = None,
+    kernel_options: dict | None = None,
 ) -> LayerCache:
     """Allocate an empty pool of `num_slots` pages; it never grows afterwards.
 
@@ -116,6 +128,7 @@ def allocate_layer_cache(
         length=torch.zeros(batch, dtype=torch.int64, device=device),
         overflow=torch.zeros((), dtype=torch.bool, device=device),
         page_size=page_size,
+        kernel_options=kernel_options,
         k_scale=None if kv_dtype is None else torch.ones(batch, kv_heads, tokens, device=device),
         v_logscale=None if kv_dtype is None else torch.zeros(batch, kv_heads, tokens,
                                                              device=device),

@@ -9,9 +9,7 @@ dispatching forward. Nothing is patched at import time.
 
 from __future__ import annotations
 
-import dataclasses
 import types
-from dataclasses import dataclass, field
 
 import torch
 from transformers import AttentionInterface
@@ -20,34 +18,23 @@ from transformers.masking_utils import AttentionMaskInterface
 
 from raas_flex.config import RaaSConfig
 from raas_flex.hf.attention import ATTN_NAME, CACHE_KWARG, raas_attention, raas_mask
-from raas_flex.hf.cache import RaaSCache
+from raas_flex.hf.cache import RaaSCache, check_dense_layers
 from raas_flex.hf.compat import CACHE_ARG, cache_argument
 from raas_flex.hf.compiled import CompiledDecode
+from raas_flex.hf.state import STATE_ATTR, RaaSState, raas_state
 from raas_flex.hf.support import check_supported
 
-STATE_ATTR = "_raas_flex_state"
 GENERATE_HOOK = "_prepare_cache_for_generation"
 SUPPORTED_MODES = (GenerationMode.GREEDY_SEARCH, GenerationMode.SAMPLE)
 
 
-@dataclass
-class RaaSState:
-    """What apply_raas changed on one model, so that remove_raas can undo exactly that."""
-
-    config: RaaSConfig
-    num_layers: int
-    original_attn: str
-    hooks: list = field(default_factory=list)
-    compiled: CompiledDecode | None = None
-
-
-def apply_raas(model: torch.nn.Module, budget: int = 1024, page_size: int = 16,
-               policy: str = "raas", compile: bool = False, cuda_graph: bool = False,
+def apply_raas(model: torch.nn.Module, compile: bool = False, cuda_graph: bool = False,
                **config_fields) -> torch.nn.Module:
     """Make `model.generate()` decode with a fixed per-sequence KV budget; returns `model`.
 
-    budget/page_size/policy and any other RaaSConfig field (importance, top_ratio, alpha,
-    score_source, keep_prefill, dense_layers, kv_dtype) build a validated RaaSConfig. compile=True
+    budget, page_size, policy and any other RaaSConfig field, plus the chosen policy's
+    options by their flat names (e.g. streaming_sinks=2), build a validated RaaSConfig
+    with RaaSConfig's defaults (RaaSConfig.from_fields). compile=True
     compiles the decode forward (fullgraph, static shapes); cuda_graph=True (with compile,
     CUDA only) also captures that step once per generate() call and replays it as a CUDA
     graph. Unsupported models raise here.
@@ -58,11 +45,9 @@ def apply_raas(model: torch.nn.Module, budget: int = 1024, page_size: int = 16,
     if hasattr(model, STATE_ATTR):
         raise ValueError("apply_raas was already applied to this model; call "
                          "remove_raas(model) first to change its settings.")
-    config = _make_config(budget, page_size, policy, config_fields)
+    config = RaaSConfig.from_fields(**config_fields)
     num_layers = check_supported(model)
-    if config.dense_layers > num_layers:
-        raise ValueError(f"dense_layers={config.dense_layers} exceeds the model's "
-                         f"{num_layers} layers.")
+    check_dense_layers(config, num_layers)
     modules = attention_modules(model, num_layers)
     register_interfaces()
     state = RaaSState(config, num_layers, model.config._attn_implementation)
@@ -92,13 +77,6 @@ def remove_raas(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def raas_state(model: torch.nn.Module) -> RaaSState:
-    state = getattr(model, STATE_ATTR, None)
-    if state is None:
-        raise ValueError("this model is not patched; call raas_flex.apply_raas(model) first.")
-    return state
-
-
 def register_interfaces() -> None:
     """Register the attention and mask functions under ATTN_NAME (idempotent, global)."""
     AttentionInterface.register(ATTN_NAME, raas_attention)
@@ -113,14 +91,6 @@ def attention_modules(model: torch.nn.Module, num_layers: int) -> list[torch.nn.
         raise ValueError(f"found attention modules for layers {sorted(found)}, expected "
                          f"0..{num_layers - 1}; this model layout is not supported.")
     return [found[i] for i in range(num_layers)]
-
-
-def _make_config(budget: int, page_size: int, policy: str, fields: dict) -> RaaSConfig:
-    known = {f.name for f in dataclasses.fields(RaaSConfig)}
-    unknown = sorted(set(fields) - known)
-    if unknown:
-        raise TypeError(f"unknown RaaS option(s) {unknown}; valid: {sorted(known)}.")
-    return RaaSConfig(budget=budget, page_size=page_size, policy=policy, **fields)
 
 
 def _pass_cache(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:

@@ -1,8 +1,13 @@
-"""Decisions: one small module per policy, selected by name."""
+"""Decisions: one small module per policy, selected by name.
+
+Adding a policy: its module (a Policy subclass and its PolicyOptions dataclass) and one line
+in _REGISTRY; every list of policies (config checks, CLI choices, tests, bench) is read
+from here.
+"""
 
 from __future__ import annotations
 
-from raas_flex.policies.base import Policy
+from raas_flex.policies.base import Policy, PolicyOptions
 from raas_flex.policies.dense import DensePolicy
 from raas_flex.policies.h2o import H2OPolicy
 from raas_flex.policies.hsr import HSRPolicy
@@ -38,9 +43,19 @@ def policy_class(name: str) -> type[Policy]:
         raise ValueError(f"unknown policy {name!r}; choose one of {sorted(_REGISTRY)}.") from None
 
 
+def option_owners() -> dict[str, tuple[str, ...]]:
+    """{flat option name: the policies that take it}, e.g. "hsr_epsilon": ("hsr", "raas_hsr")."""
+    owners: dict[str, tuple[str, ...]] = {}
+    for name, cls in _REGISTRY.items():
+        for flat in cls.Options.flat_names():
+            owners[flat] = owners.get(flat, ()) + (name,)
+    return owners
+
+
 def make_policy(config) -> Policy:
     """The policy object the config names."""
     return policy_class(config.policy)(config)
 
 
-__all__ = ["Policy", "available_policies", "make_policy", "policy_class"]
+__all__ = ["Policy", "PolicyOptions", "available_policies", "make_policy", "option_owners",
+           "policy_class"]

@@ -1,13 +1,67 @@
-"""The narrow interface every policy implements: score, update, select, eviction_key."""
+"""The narrow interface every policy implements (score, update, select, eviction_key), and
+the options dataclass each policy declares for its own settings and capabilities."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
 
 import torch
 
 from raas_flex.cache.pool import LayerCache
-from raas_flex.config import RaaSConfig
+
+
+class ConfigView(Protocol):
+    """What policies and pool sizing read of a RaaSConfig. raas_flex.config builds on the
+    policies (their registry and options), so they see it through this view only."""
+
+    policy: str
+    budget: int
+    page_size: int
+    keep_prefill: bool
+    importance: str
+    top_ratio: float
+    alpha: float
+    score_source: str
+    options: PolicyOptions
+
+    @property
+    def slots(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class PolicyOptions:
+    """A policy's own settings, with its source's defaults; `RaaSConfig.options` holds the
+    chosen policy's. A subclass validates its fields in `__post_init__`, checks rules that
+    involve the core config in `check`, and states its capabilities as class flags.
+
+    Flat spelling: `apply_raas(model, policy="streaming", streaming_sinks=2)` and
+    `RaaSConfig.from_fields(...)` route `<prefix><field>` to the chosen policy's options.
+    """
+
+    prefix: ClassVar[str] = ""
+    keeps_all: ClassVar[bool] = False  # pool holds every token (sized from prompt + new)
+    # Reads the pool's keys as plain floats (exact logits or an exact certificate), so a
+    # quantized pool (kv_dtype) would need a dequantized copy: refused with kv_dtype.
+    reads_exact_keys: ClassVar[bool] = False
+
+    def check(self, config: ConfigView) -> None:
+        """Refuse settings that do not fit the core config (budget, page_size, ...)."""
+
+    @classmethod
+    def flat_names(cls) -> dict[str, str]:
+        """{flat name: field name}, e.g. {"streaming_sinks": "sinks"}."""
+        return {cls.prefix + f.name: f.name for f in dataclasses.fields(cls)}
+
+    def flat(self) -> dict[str, object]:
+        """This instance's settings under their flat names."""
+        return {flat: getattr(self, name) for flat, name in self.flat_names().items()}
+
+
+def check_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}.")
 
 
 class Policy:
@@ -20,10 +74,18 @@ class Policy:
     """
 
     name: ClassVar[str] = "base"
-    keeps_all: ClassVar[bool] = False  # pool holds every token; never evicts
+    Options: ClassVar[type[PolicyOptions]] = PolicyOptions
 
-    def __init__(self, config: RaaSConfig) -> None:
+    def __init__(self, config: ConfigView) -> None:
         self.config = config
+        # A dense layer's DensePolicy runs under another policy's config: its own defaults.
+        options = config.options
+        self.options = options if type(options) is self.Options else self.Options()
+
+    @property
+    def keeps_all(self) -> bool:
+        """The pool holds every token; the policy never evicts."""
+        return self.Options.keeps_all
 
     def init_state(self, cache: LayerCache) -> None:
         """Allocate per-slot policy tensors in `cache.policy_state` (once, at prefill)."""

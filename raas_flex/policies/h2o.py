@@ -8,7 +8,7 @@ Here, per page: each step adds every held page's exact attention mass (scores.pa
 over all held tokens, the max over the GQA group) to the page's accumulator; when a page
 needs room, the unpinned page with the lowest accumulated mass among those outside the
 recent window is evicted (ties: the older page). The window is the most recent
-max(1, round(h2o_recent_ratio · budget pages)) pages held, h2o_recent_ratio = 0.5 by
+max(1, round(recent_ratio · budget pages)) pages held, recent_ratio = 0.5 by
 default (the paper's 1:1). If every unpinned page lies in the window, the oldest goes.
 Every held token is attended, so a step costs O(L) time and memory.
 Deviations [project choices]: page granularity (one accumulator per page, not per
@@ -21,10 +21,12 @@ tokens be evicted (set keep_prefill=False for that).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from raas_flex.cache.pool import LayerCache
-from raas_flex.policies.base import Policy
+from raas_flex.policies.base import Policy, PolicyOptions
 from raas_flex.policies.scores import page_mass
 
 ACCUMULATED = "h2o_accumulated"  # [B, H, S] float32 accumulated attention mass
@@ -33,12 +35,28 @@ ACCUMULATED = "h2o_accumulated"  # [B, H, S] float32 accumulated attention mass
 PROTECTED = float(torch.finfo(torch.float32).max)
 
 
+@dataclass(frozen=True)
+class H2OOptions(PolicyOptions):
+    """recent_ratio: share of the budget's pages kept as the recent window, the rest heavy
+    hitters; 0.5 is the paper's 1:1 split."""
+
+    prefix = "h2o_"
+    reads_exact_keys = True  # exact attention mass over the pool
+    recent_ratio: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.recent_ratio < 1.0:
+            raise ValueError(f"h2o_recent_ratio={self.recent_ratio} must lie in (0, 1); "
+                             "the paper splits heavy:recent 1:1 (0.5).")
+
+
 class H2OPolicy(Policy):
     name = "h2o"
+    Options = H2OOptions
 
     @property
     def recent_pages(self) -> int:
-        return max(1, round(self.config.h2o_recent_ratio * self.config.slots))
+        return max(1, round(self.options.recent_ratio * self.config.slots))
 
     def init_state(self, cache: LayerCache) -> None:
         cache.policy_state[ACCUMULATED] = torch.zeros_like(cache.fill, dtype=torch.float32)

@@ -4,7 +4,7 @@ Source rule: HSR (half-space reporting) returns the keys with q·k >= b and atte
 those, with a provably small softmax error; the paper is theory only, with no code.
 Here [project choice, docs/algorithms.md]: the page bound u_p is the half-space test per page.
 Each step attends every held page whose bound (max over the GQA group) lies within
-log(1/hsr_epsilon) of the step's largest bound, plus the current page, and stores in
+log(1/epsilon) of the step's largest bound, plus the current page, and stores in
 policy_state["dropped_mass_bound"] ([B, H] float32, the max over the kv head's query
 heads) a certified upper bound on the softmax mass that the step dropped, i.e. the share
 of the dense attention over the held tokens that falls on tokens not attended.
@@ -38,10 +38,12 @@ from __future__ import annotations
 
 import math
 
+from dataclasses import dataclass
+
 import torch
 
 from raas_flex.cache.pool import LayerCache
-from raas_flex.policies.base import Policy
+from raas_flex.policies.base import Policy, PolicyOptions
 
 BOUND = "dropped_mass_bound"  # [B, H] float32
 ATTEND = "hsr_attend"  # [B, H, S] bool: pages attended this step
@@ -123,15 +125,30 @@ def hsr_visible(cache: LayerCache) -> torch.Tensor:
     return torch.where(cache.policy_state[ATTEND], cache.fill, 0)
 
 
+@dataclass(frozen=True)
+class HSROptions(PolicyOptions):
+    """epsilon: attend the pages whose bound lies within log(1/epsilon) of the step's
+    largest bound."""
+
+    prefix = "hsr_"
+    keeps_all = True
+    reads_exact_keys = True  # the certificate's exact logits
+    epsilon: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.epsilon < 1.0:
+            raise ValueError(f"hsr_epsilon={self.epsilon} must lie in (0, 1).")
+
+
 class HSRPolicy(Policy):
     name = "hsr"
-    keeps_all = True
+    Options = HSROptions
 
     def init_state(self, cache: LayerCache) -> None:
         init_hsr_state(cache)
 
     def score(self, q: torch.Tensor, cache: LayerCache, scale: float) -> torch.Tensor:
-        return certify(q, cache, scale, self.config.hsr_epsilon)
+        return certify(q, cache, scale, self.options.epsilon)
 
     def select(self, cache: LayerCache, scores: torch.Tensor,
                step: torch.Tensor) -> torch.Tensor:

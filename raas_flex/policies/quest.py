@@ -16,7 +16,9 @@ from __future__ import annotations
 import torch
 
 from raas_flex.cache.pool import LayerCache
-from raas_flex.policies.base import Policy
+from dataclasses import dataclass
+
+from raas_flex.policies.base import Policy, PolicyOptions
 from raas_flex.policies.scores import page_bound, rank_descending
 
 
@@ -28,9 +30,16 @@ def top_pages_with_current(cache: LayerCache, scores: torch.Tensor, pages: int) 
     return (cache.fill > 0) & (rank_descending(ranked, cache.page_id) < pages)
 
 
+@dataclass(frozen=True)
+class QuestOptions(PolicyOptions):
+    """No settings of its own: `budget` sets the attended pages, every page is kept."""
+
+    keeps_all = True
+
+
 class QuestPolicy(Policy):
     name = "quest"
-    keeps_all = True
+    Options = QuestOptions
 
     def score(self, q: torch.Tensor, cache: LayerCache, scale: float) -> torch.Tensor:
         return page_bound(q, cache, scale)

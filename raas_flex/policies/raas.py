@@ -21,12 +21,22 @@ from __future__ import annotations
 import torch
 
 from raas_flex.cache.pool import LayerCache
-from raas_flex.policies.base import Policy
+from dataclasses import dataclass
+
+from raas_flex.policies.base import Policy, PolicyOptions
 from raas_flex.policies.scores import log_page_mass, page_bound, top_fraction
+
+
+@dataclass(frozen=True)
+class RaaSOptions(PolicyOptions):
+    """No settings beyond the core config: RaaS's rule (importance, top_ratio, alpha,
+    score_source) is the library's own and lives in RaaSConfig, shared with raas_hsr and
+    the fused step."""
 
 
 class RaaSPolicy(Policy):
     name = "raas"
+    Options = RaaSOptions
 
     def eviction_key(self, cache: LayerCache, step: torch.Tensor) -> torch.Tensor:
         return cache.timestamp

@@ -10,22 +10,32 @@ certificate covers the held pages only: tokens RaaS has evicted are outside any 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from raas_flex.cache.pool import LayerCache
-from raas_flex.policies.hsr import certify, hsr_visible, init_hsr_state
+from raas_flex.policies.hsr import HSROptions, certify, hsr_visible, init_hsr_state
 from raas_flex.policies.raas import RaaSPolicy
+
+
+@dataclass(frozen=True)
+class RaaSHSROptions(HSROptions):
+    """HSR's epsilon (flat name hsr_epsilon); RaaS's rule from the core config."""
+
+    keeps_all = False  # RaaS evicts: O(L) memory
 
 
 class RaaSHSRPolicy(RaaSPolicy):
     name = "raas_hsr"
+    Options = RaaSHSROptions
 
     def init_state(self, cache: LayerCache) -> None:
         super().init_state(cache)
         init_hsr_state(cache)
 
     def score(self, q: torch.Tensor, cache: LayerCache, scale: float) -> torch.Tensor:
-        certify(q, cache, scale, self.config.hsr_epsilon)
+        certify(q, cache, scale, self.options.epsilon)
         return super().score(q, cache, scale)  # RaaS's own scores drive its timestamps
 
     def select(self, cache: LayerCache, scores: torch.Tensor,

@@ -3,7 +3,7 @@
 Rule (docs/algorithms.md): when a page needs room, evict a non-pinned page chosen uniformly at
 random, the prompt kept (keep_prefill=True pins it); seeded and reproducible. Every held
 token is attended.
-The randomness is a stateless integer hash of (random_seed, step, page id, batch row,
+The randomness is a stateless integer hash of (seed, step, page id, batch row,
 kv head), not a global RNG: no generator state to carry, the same victims eager and
 compiled, and an independent draw for every sequence and kv head. Choosing the slot with
 the smallest hash among the unpinned ones is a uniform choice because the hashes of
@@ -14,10 +14,12 @@ hold the same pages evict the same page at the same step.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from raas_flex.cache.pool import LayerCache
-from raas_flex.policies.base import Policy
+from raas_flex.policies.base import Policy, PolicyOptions, check_int
 
 MASK31 = (1 << 31) - 1
 
@@ -44,8 +46,22 @@ def random_keys(seed: int, step: torch.Tensor, page_id: torch.Tensor) -> torch.T
     return x
 
 
+@dataclass(frozen=True)
+class RandomOptions(PolicyOptions):
+    """seed: the baseline's seed; the same seed evicts the same pages."""
+
+    prefix = "random_"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_int("random_seed", self.seed)
+        if self.seed < 0:
+            raise ValueError(f"random_seed={self.seed} must be >= 0.")
+
+
 class RandomPolicy(Policy):
     name = "random"
+    Options = RandomOptions
 
     def eviction_key(self, cache: LayerCache, step: torch.Tensor) -> torch.Tensor:
-        return random_keys(self.config.random_seed, step, cache.page_id)
+        return random_keys(self.options.seed, step, cache.page_id)

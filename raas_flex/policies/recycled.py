@@ -4,13 +4,13 @@ Source rule: keep the full cache; every S steps run full attention and remember 
 attention scores; on the steps between, attend only the K tokens the last full step
 attended most (scores max-pooled over a window of 7 tokens, max over the GQA group),
 plus the tokens generated since that full step. The paper evaluates S in {5, 10}; the
-default here is recycled_period = 10. K = input length / 8 in the paper; here
-recycled_pages, default budget // page_size pages (the budget in tokens).
+default here is period = 10. K = input length / 8 in the paper; here
+pages, default budget // page_size pages (the budget in tokens).
 Here: the policy counts its own decode steps (policy_state "recycled_step", starting at
 0 after prefill), so decode steps 0, S, 2S, ... are full steps whatever numbering the
 caller uses for `step`. A full step attends every page and stores each page's exact
 attention mass (scores.page_mass, max over the GQA group) in policy_state
-"recycled_mass"; a recycled step attends the top recycled_pages pages by that stored
+"recycled_mass"; a recycled step attends the top `pages` pages by that stored
 mass (ties: the older page) plus every page opened since the last full step (their
 stored mass is +inf) and the current page: the paper's "tokens generated since".
 Deviations [project choices]: page granularity (a page's mass is the sum over its tokens,
@@ -26,19 +26,49 @@ captured graphs chosen by the host's step counter in the integration loop (not d
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from raas_flex.cache.pool import LayerCache
-from raas_flex.policies.base import Policy
+from raas_flex.policies.base import ConfigView, Policy, PolicyOptions, check_int
 from raas_flex.policies.scores import page_mass, rank_descending
 
 MASS = "recycled_mass"  # [B, H, S] float32: page mass at the last full step
 STEP = "recycled_step"  # [] int64: decode steps taken so far by this layer
 
 
+@dataclass(frozen=True)
+class RecycledOptions(PolicyOptions):
+    """period: full attention every `period` steps. pages: pages attended between full
+    steps (besides the pages opened since the last full step); None means budget //
+    page_size."""
+
+    prefix = "recycled_"
+    keeps_all = True
+    reads_exact_keys = True  # exact page mass on full steps
+    period: int = 10
+    pages: int | None = None
+
+    def __post_init__(self) -> None:
+        check_int("recycled_period", self.period)
+        if self.period < 1:
+            raise ValueError(f"recycled_period={self.period} must be >= 1 "
+                             "(1 = full attention every step).")
+        if self.pages is not None:
+            check_int("recycled_pages", self.pages)
+            if self.pages < 1:
+                raise ValueError(f"recycled_pages={self.pages} must be >= 1, or None "
+                                 "for budget // page_size.")
+
+    def top_pages(self, config: ConfigView) -> int:
+        """Pages attended between full steps (besides its new pages)."""
+        return config.slots if self.pages is None else self.pages
+
+
 class RecycledPolicy(Policy):
     name = "recycled"
-    keeps_all = True
+    Options = RecycledOptions
 
     def init_state(self, cache: LayerCache) -> None:
         cache.policy_state[MASS] = torch.zeros_like(cache.fill, dtype=torch.float32)
@@ -46,7 +76,7 @@ class RecycledPolicy(Policy):
 
     def is_full_step(self, cache: LayerCache) -> torch.Tensor:
         """[] bool: this (not yet counted) decode step runs full attention."""
-        return cache.policy_state[STEP] % self.config.recycled_period == 0
+        return cache.policy_state[STEP] % self.options.period == 0
 
     def on_open(self, cache: LayerCache, opened: torch.Tensor, step: torch.Tensor) -> None:
         cache.policy_state[MASS].masked_fill_(opened, float("inf"))
@@ -65,7 +95,7 @@ class RecycledPolicy(Policy):
         slots = torch.arange(cache.num_slots, device=mass.device)
         current = slots == cache.current[..., None]
         ranked = torch.where(live & ~new, mass, float("-inf"))
-        top = rank_descending(ranked, cache.page_id) < self.config.recycled_top_pages
+        top = rank_descending(ranked, cache.page_id) < self.options.top_pages(self.config)
         chosen = live & (full | top | new | current)
         cache.policy_state[STEP].add_(1)
         return torch.where(chosen, cache.fill, 0)
