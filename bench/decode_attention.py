@@ -72,7 +72,7 @@ def run(args: argparse.Namespace, out: str) -> dict:
             json.dump(rows, f)
 
     if args.quant:
-        quant_rows(record, gen, sweep=not args.no_sweep)
+        quant_rows(record, gen, sweep=not args.no_sweep, kernel_options=args.kernel_options)
         return dict(bandwidth_Bps=bw, launch_ms=launch, rows=rows)
     for B in sorted({b for _, _, b in configs}):
         for n in ns:
@@ -83,13 +83,14 @@ def run(args: argparse.Namespace, out: str) -> dict:
     for L, P, B in configs:
         main = (L, P, B) == (DEFAULT["L"], DEFAULT["P"], DEFAULT["B"])
         for name in rf.available_policies():
-            keeps_all = rf.policies.policy_class(name).keeps_all
+            keeps_all = rf.policies.policy_class(name).Options.keeps_all
             if keeps_all and not (P == 16 and L == 2048):
                 continue  # keep-all pools do not depend on L; time them at P=16 only
             for n in ns:
                 if keeps_all and (B > 1 or args.followup) and n != 128 * K:
                     continue
-                case, cache = cases.policy_step(name, n, L, P, B, gen)
+                case, cache = cases.policy_step(name, n, L, P, B, gen,
+                                                kernel_options=args.kernel_options)
                 record(name, n, L, P, B, case)
                 if name == "raas" and (main or n == 128 * K):
                     record("flex_pool", n, L, P, B, cases.flex_over_pool(cache, B, gen))
@@ -106,14 +107,16 @@ def run(args: argparse.Namespace, out: str) -> dict:
     return dict(bandwidth_Bps=bw, launch_ms=launch, rows=rows)
 
 
-def quant_rows(record, gen: torch.Generator, sweep: bool) -> None:
+def quant_rows(record, gen: torch.Generator, sweep: bool,
+               kernel_options: dict | None = None) -> None:
     """Issue 6: the RaaS step and its attention alone over bf16 / int8 / fp8 pools, side by
     side with SDPA, at N = 128k, L = 2048, P = 16 and batch 1, 8, 32."""
     n, L, P = 128 * K, DEFAULT["L"], DEFAULT["P"]
     for B in (1, 8, 32):
         record("sdpa", n, None, None, B, cases.sdpa_dense(n, B, gen))
         for kv_dtype, suffix in ((None, ""), ("int8", "_int8"), ("float8_e4m3fn", "_fp8")):
-            case, cache = cases.policy_step("raas", n, L, P, B, gen, kv_dtype)
+            case, cache = cases.policy_step("raas", n, L, P, B, gen, kv_dtype,
+                                            kernel_options)
             record("raas" + suffix, n, L, P, B, case)
             record("attend" + suffix, n, L, P, B, cases.attend_only(cache, B, gen, kv_dtype))
             if B != 8 and sweep:  # does a decode-kernel setting suit 8-bit K/V better?
@@ -159,7 +162,6 @@ def main() -> None:
                         help='decode flex kernel_options for every step, e.g. \'{"num_stages": 3}\'')
     parser.add_argument("--out", default=None, help="JSON path")
     args = parser.parse_args()
-    rf.functional.DECODE_KERNEL_OPTIONS = args.kernel_options
     import triton
     t0 = time.time()
     device = torch.cuda.get_device_name()

@@ -16,8 +16,7 @@ from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
 import raas_flex as rf
 from raas_flex.compile import compile_decode_step
-from raas_flex import functional
-from raas_flex.functional import attend_visible
+from raas_flex.attention import attend_visible
 from raas_flex.masks import decode_block_mask
 
 from decode_state import seen_cache
@@ -43,10 +42,13 @@ def kv_bytes(batch: int, tokens: int, kv_dtype: str | None = None) -> int:
 
 
 def policy_step(name: str, n: int, budget: int, page: int, batch: int,
-                gen: torch.Generator, kv_dtype: str | None = None) -> tuple[Case, object]:
+                gen: torch.Generator, kv_dtype: str | None = None,
+                kernel_options: dict | None = None) -> tuple[Case, object]:
     """The full compiled step (cache manager + flex) of policy `name`, over a pool stored
-    as kv_dtype (None: bf16); also returns the cache so the caller can time flex alone."""
-    config = rf.RaaSConfig(budget=budget, page_size=page, policy=name, kv_dtype=kv_dtype)
+    as kv_dtype (None: bf16); also returns the cache so the caller can time flex alone.
+    kernel_options: the decode flex call's (None: the device's default)."""
+    config = rf.RaaSConfig(budget=budget, page_size=page, policy=name, kv_dtype=kv_dtype,
+                           kernel_options=kernel_options)
     policy = rf.make_policy(config)
     cache, step = seen_cache(policy, batch, KV_HEADS, HEAD_DIM, n, KEEP_ALL_MARGIN,
                              torch.bfloat16, "cuda", gen)
@@ -93,14 +95,14 @@ def attend_only(cache, batch: int, gen: torch.Generator, kv_dtype: str | None,
         return (lambda: _attend(query, cache, SCALE)), kv_bytes(batch, tokens, kv_dtype)
 
     def attend_with_options() -> torch.Tensor:
-        # The options are a global read while tracing; Dynamo guards on it, so it stays
-        # set around every call and each setting gets its own graph.
-        base = functional.DECODE_KERNEL_OPTIONS
-        functional.DECODE_KERNEL_OPTIONS = {**(base or {}), **kernel_options}
+        # The options are the pool's, read while tracing; Dynamo guards on them, so they
+        # stay set around every call and each setting gets its own graph.
+        base = cache.kernel_options
+        cache.kernel_options = {**(base or {}), **kernel_options}
         try:
             return _attend(query, cache, SCALE)
         finally:
-            functional.DECODE_KERNEL_OPTIONS = base
+            cache.kernel_options = base
 
     return attend_with_options, kv_bytes(batch, tokens, kv_dtype)
 

@@ -26,13 +26,15 @@ sys.path.insert(0, os.path.dirname(__file__))
 import raas_flex as rf  # noqa: E402
 from raas_flex.compile import compile_decode_step  # noqa: E402
 from raas_flex.compile.step import clone_cache  # noqa: E402
-from raas_flex.functional import attend_visible, decode_step_tensors, fold_gqa  # noqa: E402
+from raas_flex.attention import attend_visible, device_kernel_options, fold_gqa  # noqa: E402
+from raas_flex.functional import decode_step_tensors  # noqa: E402
 from decode_state import seen_cache  # noqa: E402
 
 B, HQ, H, D, P, L, N = 1, 32, 8, 128, 16, 2048, 16384
 STEPS = 64
 SCALE = D ** -0.5
 KV_DTYPES = (None, "int8", "float8_e4m3fn")
+KERNEL_OPTIONS: dict | None = None  # --kernel-options, for every pool this script builds
 
 
 def pool_sized_buffers(code: str, pool_elements: int) -> list[str]:
@@ -49,7 +51,8 @@ def pool_sized_buffers(code: str, pool_elements: int) -> list[str]:
 
 
 def check(kv_dtype: str | None, gen: torch.Generator) -> dict:
-    config = rf.RaaSConfig(budget=L, page_size=P, kv_dtype=kv_dtype)
+    config = rf.RaaSConfig(budget=L, page_size=P, kv_dtype=kv_dtype,
+                           kernel_options=KERNEL_OPTIONS)
     policy = rf.make_policy(config)
     cache, step = seen_cache(policy, B, H, D, N, 0, torch.bfloat16, "cuda", gen)
     eager_cache, compiled_cache = clone_cache(cache), clone_cache(cache)
@@ -97,7 +100,8 @@ def pool_bytes() -> dict:
     """K/V bytes and metadata bytes of one layer's pool, Llama-3-8B heads, L = 2048."""
     out = {}
     for kv_dtype in KV_DTYPES:
-        config = rf.RaaSConfig(budget=L, page_size=P, kv_dtype=kv_dtype)
+        config = rf.RaaSConfig(budget=L, page_size=P, kv_dtype=kv_dtype,
+                           kernel_options=KERNEL_OPTIONS)
         cache = rf.new_layer_cache(config, rf.make_policy(config), 1, H, D, prompt_tokens=P,
                                    dtype=torch.bfloat16, device="cuda")
         kv, meta = cache.nbytes()
@@ -113,7 +117,8 @@ def main() -> None:
                         help='decode flex kernel_options for every step, e.g. \'{"num_stages": 3}\'')
     parser.add_argument("--out", default="bench/results/quant_check.json")
     args = parser.parse_args()
-    rf.functional.DECODE_KERNEL_OPTIONS = args.kernel_options
+    global KERNEL_OPTIONS  # noqa: PLW0603 (a script-level setting)
+    KERNEL_OPTIONS = args.kernel_options
     gen = torch.Generator(device="cuda").manual_seed(0)
     checks = []
     for kv_dtype in KV_DTYPES:
@@ -126,7 +131,7 @@ def main() -> None:
     result = dict(checks=checks, pool_bytes=pool_bytes(), device=torch.cuda.get_device_name(),
                   torch=torch.__version__, command="PYTHONPATH=$PWD python " + " ".join(sys.argv),
                   kernel_options=args.kernel_options,
-                  decode_kernel_options=rf.functional.decode_kernel_options("cuda"),
+                  decode_kernel_options=device_kernel_options("cuda", args.kernel_options),
                   shapes=dict(batch=B, q_heads=HQ, kv_heads=H, head_dim=D, page=P, budget=L,
                               seen=N))
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)

@@ -1,10 +1,9 @@
 """raas_flex: long-reasoning decode with a fixed KV budget, through FlexAttention masks."""
 
 from raas_flex.config import RaaSConfig
-from raas_flex.functional import (
-    attended_positions, decode_step, held_positions, new_layer_cache, prefill,
-)
+from raas_flex.functional import decode_step, new_layer_cache, prefill
 from raas_flex.policies import available_policies, make_policy
+from raas_flex.positions import attended_positions, held_positions
 
 __all__ = [
     "RaaSConfig", "attended_positions", "available_policies", "decode_step",

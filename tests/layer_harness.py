@@ -10,7 +10,7 @@ import torch
 
 import raas_flex as rf
 from raas_flex.cache import LayerCache
-from raas_flex.functional import attended_positions
+from raas_flex.positions import attended_positions
 from raas_flex.policies import Policy
 from tests.reference_attention import reference_attention
 

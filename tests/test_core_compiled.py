@@ -38,7 +38,7 @@ def test_two_thousand_compiled_steps_stay_bounded_and_finite():
 
 def test_compiled_step_over_a_large_pool_agrees_with_eager():
     """Regression: torch 2.13's compiled CPU flex misread a folded query view over pools of
-    1024+ tokens (see raas_flex.functional._materialised_on_cpu)."""
+    1024+ tokens (see raas_flex.attention.workarounds.materialised_on_cpu)."""
     config = rf.RaaSConfig(budget=1024, page_size=16)
     policy = rf.make_policy(config)
     step = torch.compile(decode_step_tensors, fullgraph=True, dynamic=False)

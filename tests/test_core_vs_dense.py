@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import raas_flex as rf
-from raas_flex.functional import held_positions
+from raas_flex.positions import held_positions
 from tests.layer_harness import Drive, masked_dense
 from tests.strategies import PAGE_SIZES, kernel_and_steps, prompt_lengths, shapes
 

@@ -1,27 +1,26 @@
-"""Which kernel_options the decode flex call gets: a user setting wins, else the device's
-measured default (sm90 only), never something on the CPU."""
+"""Which kernel_options the decode flex call gets: RaaSConfig.kernel_options wins, else the
+device's measured default (sm90 only), never something on the CPU; chosen once, at pool
+allocation, and carried by the pool (no module state)."""
 
 import torch
 
-from raas_flex import functional
+import raas_flex as rf
+from raas_flex.attention import HOPPER_DECODE_OPTIONS, device_kernel_options
 
 
-def test_cpu_gets_torch_defaults_and_user_options_win(monkeypatch):
-    functional.note_device("cpu")
-    assert functional.decode_kernel_options("cpu") is None
-    monkeypatch.setattr(functional, "DECODE_KERNEL_OPTIONS", {"num_stages": 2})
-    got = functional.decode_kernel_options("cpu")
-    assert got == {"num_stages": 2}
-    got["num_stages"] = 5  # a copy: flex may fill in defaults without touching ours
-    assert functional.DECODE_KERNEL_OPTIONS == {"num_stages": 2}
+def test_cpu_gets_torch_defaults_and_config_options_win():
+    assert device_kernel_options("cpu") is None
+    chosen = {"num_stages": 2}
+    config = rf.RaaSConfig(budget=64, kernel_options=chosen)
+    cache = rf.new_layer_cache(config, rf.make_policy(config), 1, 2, 16, prompt_tokens=8)
+    assert cache.kernel_options == {"num_stages": 2}
+    cache.kernel_options["num_stages"] = 5  # a copy: the config's dict stays as it was
+    assert chosen == {"num_stages": 2}
+    hash(config)  # kernel_options stays out of the hash
 
 
 def test_hopper_default_only_on_sm90(monkeypatch):
-    monkeypatch.setattr(functional, "_DEVICE_DECODE_OPTIONS", {})
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
-    functional.note_device("cuda")
-    assert functional.decode_kernel_options("cuda") == functional.HOPPER_DECODE_OPTIONS
-    monkeypatch.setattr(functional, "_DEVICE_DECODE_OPTIONS", {})
+    assert device_kernel_options("cuda") == HOPPER_DECODE_OPTIONS
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
-    functional.note_device("cuda")
-    assert functional.decode_kernel_options("cuda") is None
+    assert device_kernel_options("cuda") is None

@@ -1,0 +1,66 @@
+"""One decode step's attention over the pool tokens the policy selected.
+
+Decode folds a GQA group into query rows ([B, kv_heads, group, D]) so that the per-kv-head
+block mask keeps FlexAttention on its fast decode kernel (docs/flex-notes.md).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention.flex_attention import AuxRequest, flex_attention
+
+from raas_flex.attention.score_mods import dequantize_scores
+from raas_flex.cache import LayerCache
+from raas_flex.masks import decode_block_mask, visible_token_mask
+
+
+def fold_gqa(q: torch.Tensor, kv_heads: int) -> torch.Tensor:
+    """[B, Hq, 1, D] -> [B, kv_heads, group, D]: a GQA group's queries become query rows,
+    so a per-kv-head block mask keeps flex on its fast decode kernel (docs/flex-notes.md)."""
+    B, Hq, _, D = q.shape
+    return q.reshape(B, kv_heads, Hq // kv_heads, D)
+
+
+def attend_visible(query: torch.Tensor, cache: LayerCache, scale: float,
+                   kernel: str = "flex") -> torch.Tensor:
+    """Attention of query [B, H, G, D] over the pool tokens `cache.visible` selects."""
+    if cache.quantized:
+        if kernel != "flex":
+            raise ValueError("a quantized pool is dequantized inside FlexAttention only; "
+                             'use attention_kernel="flex".')
+        return attend_quantized(query, cache, scale)
+    if kernel == "sdpa":
+        mask = visible_token_mask(cache.visible, cache.page_size)
+        return F.scaled_dot_product_attention(query, cache.k, cache.v, attn_mask=mask,
+                                              scale=scale)
+    block_mask = decode_block_mask(cache.visible, cache.page_size, query.shape[2])
+    return flex_attention(query, cache.k, cache.v, block_mask=block_mask, scale=scale,
+                          kernel_options=_options(cache))
+
+
+def attend_quantized(query: torch.Tensor, cache: LayerCache, scale: float) -> torch.Tensor:
+    """attend_visible over 8-bit K/V codes, dequantized inside one flex call.
+
+    K: the score_mod multiplies each score q·k̂ by its token's k_scale. V: flex has no
+    value hook, so the query rows run twice. Rows [0, G) also add log s_j (V's scale) to
+    the score, so they return out' = Σ w_j s_j v̂_j / Σ w_j s_j and lse' = log Σ w_j s_j
+    with w_j = exp(score_j); rows [G, 2G) return the true lse = log Σ w_j. Then
+    out = out' · exp(lse' - lse) = Σ w_j s_j v̂_j / Σ w_j, exact. The decode kernel pads
+    query rows to 16, so 2G ≤ 16 costs no extra MMA work (docs/flex-notes.md).
+    Returns [B, H, G, D] float32.
+    """
+    G = query.shape[2]
+    score_mod = dequantize_scores(cache.k_scale, cache.v_logscale, G)
+    block_mask = decode_block_mask(cache.visible, cache.page_size, 2 * G)
+    out, aux = flex_attention(torch.cat([query, query], dim=2), cache.k, cache.v,
+                              score_mod=score_mod, block_mask=block_mask, scale=scale,
+                              kernel_options=_options(cache),
+                              return_aux=AuxRequest(lse=True))
+    lse = aux.lse  # [B, H, 2G] natural log
+    return out[:, :, :G].float() * torch.exp(lse[:, :, :G] - lse[:, :, G:])[..., None]
+
+
+def _options(cache: LayerCache) -> dict | None:
+    """A copy of the pool's kernel options: flex may fill in defaults."""
+    return None if cache.kernel_options is None else dict(cache.kernel_options)
