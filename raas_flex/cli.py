@@ -16,6 +16,8 @@ import torch
 from tqdm import tqdm
 from transformers.generation.streamers import BaseStreamer
 
+from raas_flex.config import ATTENTION_KERNELS, KV_DTYPES
+from raas_flex.hf.families import FAMILIES
 from raas_flex.policies import available_policies
 
 
@@ -42,8 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen = commands.add_parser("generate", help="generate with a fixed KV budget")
     gen.add_argument("--model", default="llama-small",
                      help="a local checkpoint path or a built-in config name "
-                          "(<family>-tiny / <family>-small, family in llama, qwen2, qwen3, "
-                          "mistral, phi3, gemma2, gemma3); default llama-small")
+                          f"(<family>-tiny / <family>-small, family in {', '.join(FAMILIES)}); "
+                          "default llama-small")
     gen.add_argument("--budget", type=int, default=256, help="tokens kept per sequence, "
                      "prompt included (multiple of --page-size)")
     gen.add_argument("--page-size", type=int, default=16, help="tokens per page")
@@ -55,12 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--prompt-len", type=int, default=32)
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--sample", action="store_true", help="sample instead of greedy")
-    gen.add_argument("--attention-kernel", default="auto", choices=("auto", "flex", "sdpa"),
+    gen.add_argument("--attention-kernel", default="auto", choices=("auto", *ATTENTION_KERNELS),
                      help="decode kernel over the selected pages; auto = flex on CUDA, and "
                           "sdpa (same selection, materialised mask) on CPU, where eager "
                           "FlexAttention costs ~10-50 ms a call; flex whenever --kv-dtype "
                           "is set)")
-    gen.add_argument("--kv-dtype", default=None, choices=("int8", "float8_e4m3fn"),
+    gen.add_argument("--kv-dtype", default=None, choices=[d for d in KV_DTYPES if d],
                      help="store the K/V pool in 8 bits with per-token scales")
     gen.add_argument("--compile", action="store_true", help="compile the decode forward")
     gen.add_argument("--no-progress", action="store_true", help="hide the progress bar")

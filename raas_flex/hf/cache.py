@@ -15,6 +15,7 @@ from transformers.cache_utils import Cache, CacheLayerMixin
 from raas_flex.cache import LayerCache, prompt_lengths
 from raas_flex.config import RaaSConfig
 from raas_flex.functional import new_layer_cache, raise_if_overflowed
+from raas_flex.hf.state import raas_state
 from raas_flex.policies import make_policy
 from raas_flex.policies.dense import DensePolicy
 
@@ -124,6 +125,13 @@ _UNSUPPORTED = (
 )
 
 
+def check_dense_layers(config: RaaSConfig, num_layers: int) -> None:
+    if config.dense_layers > num_layers:
+        raise ValueError(
+            f"dense_layers={config.dense_layers} exceeds the model's {num_layers} layers."
+        )
+
+
 class RaaSCache(Cache):
     """One raas_flex pool per decoder layer; the first `config.dense_layers` keep every token.
 
@@ -135,10 +143,7 @@ class RaaSCache(Cache):
                  max_cache_len: int | None = None) -> None:
         if not isinstance(config, RaaSConfig):
             raise TypeError(f"config must be a RaaSConfig, got {type(config).__name__}.")
-        if config.dense_layers > num_layers:
-            raise ValueError(
-                f"dense_layers={config.dense_layers} exceeds the model's {num_layers} layers."
-            )
+        check_dense_layers(config, num_layers)
         layers = [RaaSLayer(config, i < config.dense_layers, max_cache_len)
                   for i in range(num_layers)]
         super().__init__(layers=layers)
@@ -147,8 +152,6 @@ class RaaSCache(Cache):
     @classmethod
     def for_model(cls, model, max_cache_len: int | None = None) -> "RaaSCache":
         """A cache for a model patched by apply_raas, with the model's RaaSConfig."""
-        from raas_flex.hf.patch import raas_state
-
         state = raas_state(model)
         return cls(state.config, state.num_layers, max_cache_len)
 

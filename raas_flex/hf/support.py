@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-SUPPORTED_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text")
+from raas_flex.hf.families import SUPPORTED_MODEL_TYPES
+
 MLA_FIELDS = ("kv_lora_rank", "q_lora_rank", "qk_rope_head_dim", "qk_head_dim")
 
 
@@ -27,9 +28,9 @@ def check_supported(model: torch.nn.Module) -> int:
     if any(getattr(config, name, None) for name in MLA_FIELDS):
         raise ValueError(f"{kind}: multi-head latent attention (MLA) is not supported; its "
                          "keys and values have different widths than the paged pool holds.")
-    if kind not in SUPPORTED_FAMILIES:
+    if kind not in SUPPORTED_MODEL_TYPES:
         raise ValueError(f"model_type {kind!r} is not a supported family; supported: "
-                         f"{', '.join(SUPPORTED_FAMILIES)}.")
+                         f"{', '.join(SUPPORTED_MODEL_TYPES)}.")
     _check_softcap(config, kind)
     _check_full_attention(config, kind)
     return int(config.num_hidden_layers)

@@ -10,24 +10,13 @@ from __future__ import annotations
 import torch
 import transformers
 
+from raas_flex.hf.families import FAMILIES
+
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, head_dim=16, vocab_size=128, max_position_embeddings=4096,
             bos_token_id=1, eos_token_id=None, pad_token_id=0, initializer_range=0.2)
 SMALL = dict(TINY, hidden_size=256, intermediate_size=512, num_hidden_layers=4,
              num_attention_heads=8, num_key_value_heads=2, head_dim=32, vocab_size=512)
-FULL_ATTENTION_2 = ["full_attention", "full_attention"]
-
-# family -> (config class, model class, overrides that make every layer plain full attention)
-FAMILIES = {
-    "llama": ("LlamaConfig", "LlamaForCausalLM", {}),
-    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {}),
-    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {}),
-    "mistral": ("MistralConfig", "MistralForCausalLM", {"sliding_window": None}),
-    "phi3": ("Phi3Config", "Phi3ForCausalLM", {}),
-    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM",
-               {"attn_logit_softcapping": None, "layer_types": FULL_ATTENTION_2}),
-    "gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM", {"layer_types": FULL_ATTENTION_2}),
-}
 SIZES = {"tiny": TINY, "small": SMALL}
 
 
@@ -38,14 +27,14 @@ def tiny_config(family: str = "llama", size: str = "tiny", full_attention: bool 
         raise ValueError(f"unknown family {family!r}; choose one of {sorted(FAMILIES)}.")
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}; choose one of {sorted(SIZES)}.")
-    config_name, _, plain = FAMILIES[family]
+    spec = FAMILIES[family]
     fields = dict(SIZES[size])
     if full_attention:
-        fields.update(plain)
-        if "layer_types" in plain:
+        fields.update(spec.full_attention)
+        if spec.per_layer_types:
             fields["layer_types"] = ["full_attention"] * fields["num_hidden_layers"]
     fields.update(overrides)
-    return getattr(transformers, config_name)(**fields)
+    return getattr(transformers, spec.config_class)(**fields)
 
 
 def tiny_model(family: str = "llama", size: str = "tiny", seed: int = 0,
@@ -56,7 +45,7 @@ def tiny_model(family: str = "llama", size: str = "tiny", seed: int = 0,
     attn_implementation None: "sdpa" where the family supports it, else "eager" (Gemma 2).
     """
     config = tiny_config(family, size, full_attention, **overrides)
-    model_class = getattr(transformers, FAMILIES[family][1])
+    model_class = getattr(transformers, FAMILIES[family].model_class)
     if attn_implementation is None:
         attn_implementation = "sdpa" if model_class._supports_sdpa else "eager"
     config._attn_implementation = attn_implementation
