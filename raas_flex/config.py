@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 
 import torch
 
@@ -16,6 +17,7 @@ KV_DTYPES = (None, "int8", "float8_e4m3fn")
 # certificate); with a quantized pool they would need a dequantized copy or a quantization
 # slack term that phase 1 does not have.
 EXACT_KEY_POLICIES = ("h2o", "recycled", "hsr", "raas_hsr")
+RATIO_MAX_DENOMINATOR = 10**12  # exact_ratio keeps decimals of up to 12 places exactly
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,8 @@ class RaaSConfig:
     policy: a name registered in raas_flex.policies (see raas_flex.available_policies()).
     keep_prefill: pin the prompt's pages so that no eviction takes them.
     importance: RaaS rule for "this page matters now": "top_ratio" marks the top
-        `top_ratio` share of a sequence's live pages by score; "alpha" marks pages whose
+        ceil(live pages · top_ratio) of a sequence's live pages by score, counted in
+        integers with top_ratio read as its decimal (exact_ratio: 0.6 is 3/5); "alpha" marks pages whose
         softmax share of the page bounds (weighted by fill) is at least `alpha`.
     score_source: "bound" uses Quest's min/max upper bound (the paper's page version);
         "exact" uses each page's exact attention mass (a study option, costs one extra pass).
@@ -150,6 +153,11 @@ class RaaSConfig:
             )
 
     @property
+    def top_ratio_fraction(self) -> Fraction:
+        """top_ratio as the exact fraction the page count uses (see exact_ratio)."""
+        return exact_ratio(self.top_ratio)
+
+    @property
     def kv_storage_dtype(self) -> torch.dtype | None:
         """The torch dtype the pool stores K/V in, None for the model's own dtype."""
         return None if self.kv_dtype is None else getattr(torch, self.kv_dtype)
@@ -199,6 +207,14 @@ class RaaSConfig:
     def recycled_top_pages(self) -> int:
         """Pages Recycled Attention attends between full steps (besides its new pages)."""
         return self.slots if self.recycled_pages is None else self.recycled_pages
+
+
+def exact_ratio(value: float) -> Fraction:
+    """`value` read as the decimal it prints as: 0.6 -> 3/5, not the binary double just
+    above 0.6, so ceil(25 · 0.6) is 15 as a user expects. A ratio printing with more than
+    12 decimals (1/3 -> 0.3333333333333333) is read as the nearest fraction whose
+    denominator is at most RATIO_MAX_DENOMINATOR (1/3)."""
+    return Fraction(repr(float(value))).limit_denominator(RATIO_MAX_DENOMINATOR)
 
 
 def _check_int(name: str, value: object) -> None:
