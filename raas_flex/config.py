@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -17,6 +19,9 @@ KV_DTYPES = (None, "int8", "float8_e4m3fn")
 # certificate); with a quantized pool they would need a dequantized copy or a quantization
 # slack term that phase 1 does not have.
 EXACT_KEY_POLICIES = ("h2o", "recycled", "hsr", "raas_hsr")
+# kv_dtype's quantizers (raas_flex/cache/quant.py use private float8 helpers, so the tested
+# minor only); the same string is pyproject.toml's pin (a test keeps the two equal).
+TORCHAO_REQUIREMENT = "torchao>=0.18,<0.19"
 RATIO_MAX_DENOMINATOR = 10**12  # exact_ratio keeps decimals of up to 12 places exactly
 
 
@@ -134,6 +139,7 @@ class RaaSConfig:
                              "(None keeps the model's dtype).")
         if self.kv_dtype is None:
             return
+        check_torchao(f"kv_dtype={self.kv_dtype!r}")
         if self.attention_kernel != "flex":
             raise ValueError(
                 f"kv_dtype={self.kv_dtype!r} dequantizes inside FlexAttention; SDPA would need "
@@ -215,6 +221,23 @@ def exact_ratio(value: float) -> Fraction:
     12 decimals (1/3 -> 0.3333333333333333) is read as the nearest fraction whose
     denominator is at most RATIO_MAX_DENOMINATOR (1/3)."""
     return Fraction(repr(float(value))).limit_denominator(RATIO_MAX_DENOMINATOR)
+
+
+def check_torchao(needed_by: str) -> None:
+    """Raise ImportError with the pip line unless a supported torchao is installed; checked
+    when a config asks for it, so a venv without torchao fails at construction (apply_raas
+    time), not with a bare ModuleNotFoundError at the first generate()."""
+    from packaging.specifiers import SpecifierSet  # transformers' own dependency
+
+    fix = f'pip install "{TORCHAO_REQUIREMENT}"'
+    if importlib.util.find_spec("torchao") is None:
+        raise ImportError(f"{needed_by} quantizes K/V with torchao, which is not installed; "
+                          f"run: {fix}")
+    version = importlib.metadata.version("torchao")
+    if not SpecifierSet(TORCHAO_REQUIREMENT.removeprefix("torchao")).contains(version):
+        raise ImportError(f"{needed_by} needs {TORCHAO_REQUIREMENT} (its float8 helpers are "
+                          f"private and change between minors); torchao {version} is "
+                          f"installed; run: {fix}")
 
 
 def _check_int(name: str, value: object) -> None:
