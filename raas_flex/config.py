@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from fractions import Fraction
+from typing import Any
 
 import torch
 
@@ -158,6 +159,17 @@ class RaaSConfig:
                 "(exact summaries) or kv_dtype=None."
             )
 
+    def to_dict(self) -> dict[str, Any]:
+        """Every field by name (plain JSON values), for logs and saved settings."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RaaSConfig:
+        """The config `to_dict` gave (missing fields take their defaults), validated;
+        unknown keys raise TypeError naming them, so a typo never falls back silently."""
+        check_field_names(data)
+        return cls(**data)
+
     @property
     def top_ratio_fraction(self) -> Fraction:
         """top_ratio as the exact fraction the page count uses (see exact_ratio)."""
@@ -221,6 +233,14 @@ def exact_ratio(value: float) -> Fraction:
     12 decimals (1/3 -> 0.3333333333333333) is read as the nearest fraction whose
     denominator is at most RATIO_MAX_DENOMINATOR (1/3)."""
     return Fraction(repr(float(value))).limit_denominator(RATIO_MAX_DENOMINATOR)
+
+
+def check_field_names(names) -> None:
+    """Raise TypeError naming every key of `names` that is not a RaaSConfig field."""
+    known = {f.name for f in fields(RaaSConfig)}
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise TypeError(f"unknown RaaS option(s) {unknown}; valid: {sorted(known)}.")
 
 
 def check_torchao(needed_by: str) -> None:

@@ -1,5 +1,6 @@
 """apply_raas / remove_raas round trip, explicit caches, continuation, refused modes."""
 
+import dataclasses
 import inspect
 
 import pytest
@@ -8,8 +9,8 @@ from transformers import DynamicCache
 
 from raas_flex.hf.compat import returned_cache
 from tests._hf_common import fast_cpu, greedy, prompts, with_cache  # noqa: F401
-from raas_flex import RaaSCache, apply_raas, remove_raas
-from raas_flex.hf.patch import GENERATE_HOOK, STATE_ATTR, attention_modules
+from raas_flex import RaaSCache, RaaSConfig, apply_raas, remove_raas
+from raas_flex.hf.patch import GENERATE_HOOK, STATE_ATTR, attention_modules, raas_state
 from raas_flex.hf.tiny import tiny_model
 
 
@@ -84,6 +85,40 @@ def test_apply_twice_and_remove_unpatched_are_refused(model, patched):
     remove_raas(model)
     with pytest.raises(ValueError, match="not patched"):
         remove_raas(model)
+
+
+def test_config_object_with_keyword_overrides(model):
+    config = RaaSConfig(budget=64, page_size=16, top_ratio=0.6)
+    apply_raas(model, config)
+    assert raas_state(model).config == config
+    remove_raas(model)
+    apply_raas(model, config=config, budget=128, policy="streaming")  # overrides win
+    assert raas_state(model).config == RaaSConfig(budget=128, page_size=16, top_ratio=0.6,
+                                                  policy="streaming")
+    ids, mask = prompts((9,))
+    assert greedy(model, ids, mask, 4).shape == (1, 13)
+    remove_raas(model)
+
+
+@pytest.mark.parametrize("args, options, error, match", [
+    ((RaaSConfig(),), {"budget": 100}, ValueError, "multiple of page_size"),
+    ((RaaSConfig(),), {"budgt": 64}, TypeError, "budgt"),
+    ((1024,), {}, TypeError, "budget=1024"),
+])
+def test_config_object_overrides_are_validated(model, args, options, error, match):
+    with pytest.raises(error, match=match):
+        apply_raas(model, *args, **options)
+    assert not hasattr(model, STATE_ATTR)
+
+
+def test_defaults_come_from_raas_config(model):
+    """apply_raas re-types none of RaaSConfig's defaults: its own parameters are only the
+    model, the config and the two apply-time switches."""
+    params = inspect.signature(apply_raas).parameters
+    assert [p for p in params if p in {f.name for f in dataclasses.fields(RaaSConfig)}] == []
+    apply_raas(model)
+    assert raas_state(model).config == RaaSConfig()
+    remove_raas(model)
 
 
 def test_unknown_option_names_the_valid_ones(model):
