@@ -159,6 +159,23 @@ def test_plain_forward_without_raas_cache_is_refused(patched):
         patched(ids, use_cache=False)
 
 
+@pytest.mark.parametrize("layers, compile", [(1, False), (3, False), (3, True)])
+def test_cache_for_another_layer_count_is_refused_at_the_first_call(model, layers, compile):
+    """Fewer layers used to be a bare IndexError; more were accepted silently (and with
+    compile=True the cache never counted as prefilled, so the compiled path never ran)."""
+    apply_raas(model, budget=256, compile=compile)
+    cache = RaaSCache(RaaSConfig(budget=256), num_layers=layers)
+    ids, mask = prompts((6,))
+    try:
+        with pytest.raises(ValueError, match=f"{layers} layers, but the model has 2.*for_model"):
+            greedy(model, ids, mask, 3, **with_cache(cache))
+        with pytest.raises(ValueError, match=f"{layers} layers, but the model has 2"):
+            model(ids, attention_mask=mask, **with_cache(cache))  # a plain forward too
+        assert not any(layer.pool is not None for layer in cache.layers)
+    finally:
+        remove_raas(model)
+
+
 def test_raas_cache_on_unpatched_model_is_refused(model):
     apply_raas(model, budget=64)
     cache = RaaSCache.for_model(model)

@@ -10,6 +10,7 @@ dispatching forward. Nothing is patched at import time.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 from dataclasses import dataclass, field
 
@@ -68,7 +69,8 @@ def apply_raas(model: torch.nn.Module, config: RaaSConfig | None = None, *,
     if model.config._attn_implementation != ATTN_NAME:
         raise ValueError(f"{type(model).__name__} does not let transformers set its attention "
                          "implementation, so RaaS cannot route its attention.")
-    state.hooks = [m.register_forward_pre_hook(_pass_cache, with_kwargs=True) for m in modules]
+    hook = functools.partial(_pass_cache, num_layers=num_layers)
+    state.hooks = [m.register_forward_pre_hook(hook, with_kwargs=True) for m in modules]
     setattr(model, GENERATE_HOOK, types.MethodType(_prepare_cache, model))
     if compile:
         state.compiled = CompiledDecode(model.forward, cuda_graph=cuda_graph)
@@ -139,9 +141,18 @@ def _check_cuda_graph(model: torch.nn.Module, compile: bool, cuda_graph: bool) -
                          "cuda_graph=False) there.")
 
 
-def _pass_cache(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-    """Forward pre-hook: the attention function gets the cache under CACHE_KWARG."""
-    kwargs[CACHE_KWARG] = cache_argument(kwargs)
+def _pass_cache(module: torch.nn.Module, args: tuple, kwargs: dict, *,
+                num_layers: int) -> tuple[tuple, dict]:
+    """Forward pre-hook: the attention function gets the cache under CACHE_KWARG, once it
+    is known to hold one layer per decoder layer (checked before any layer writes)."""
+    cache = cache_argument(kwargs)
+    if isinstance(cache, RaaSCache) and len(cache.layers) != num_layers:
+        raise ValueError(
+            f"this RaaSCache has {len(cache.layers)} layers, but the model has {num_layers}; "
+            f"build it for this model with RaaSCache.for_model(model) (or RaaSCache(config, "
+            f"{num_layers})), or pass none and generate() makes one."
+        )
+    kwargs[CACHE_KWARG] = cache
     return args, kwargs
 
 
