@@ -176,6 +176,41 @@ def test_cache_for_another_layer_count_is_refused_at_the_first_call(model, layer
         remove_raas(model)
 
 
+def test_reset_cache_generates_what_a_fresh_cache_generates(model):
+    """reset() clears every layer back to its pre-prefill state (it used to raise); the
+    budget evicts, so the first run leaves stale pages, timestamps and page ids behind."""
+    apply_raas(model, budget=48, page_size=16)
+    try:
+        cache = RaaSCache.for_model(model)
+        greedy(model, *prompts((9, 4), seed=1), 40, **with_cache(cache))
+        cache.reset()
+        assert int(cache.get_seq_length()) == 0 and cache.nbytes() == (0, 0)
+        for lengths, seed in (((11, 6), 2), ((5,), 3)):  # same batch size, then another
+            ids, mask = prompts(lengths, seed=seed)
+            fresh = greedy(model, ids, mask, 40, **with_cache(RaaSCache.for_model(model)))
+            assert torch.equal(greedy(model, ids, mask, 40, **with_cache(cache)), fresh)
+            cache.reset()
+    finally:
+        remove_raas(model)
+
+
+def test_graphed_decode_warms_again_after_a_reset():
+    """A captured graph writes into the pools it was captured on; reset() drops them, so the
+    next step must not replay that graph."""
+    from raas_flex.hf.graphs import GraphedDecode
+    from tests.fake_graph import FakeStepGraph
+
+    cache = RaaSCache(RaaSConfig(), 2)
+    calls = []
+    graphed = GraphedDecode(lambda **kw: calls.append(1) or {"x": kw["x"] + 1}, FakeStepGraph)
+    x = {"x": torch.zeros(1)}
+    graphed(cache, x), graphed(cache, x)  # warm-up, capture
+    assert graphed.captures == 1
+    cache.reset()
+    assert torch.equal(graphed(cache, x)["x"], torch.ones(1))
+    assert graphed.captures == 1 and graphed._graph is None  # a direct (warming) step
+
+
 def test_raas_cache_on_unpatched_model_is_refused(model):
     apply_raas(model, budget=64)
     cache = RaaSCache.for_model(model)
