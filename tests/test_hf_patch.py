@@ -211,6 +211,27 @@ def test_graphed_decode_warms_again_after_a_reset():
     assert graphed.captures == 1 and graphed._graph is None  # a direct (warming) step
 
 
+def test_output_attentions_is_refused_naming_the_fix(patched):
+    """RaaS attention returns no weights; transformers used to fill `attentions` with empty
+    tuples. Refused at the first forward, before any layer writes the cache."""
+    ids, mask = prompts((6,))
+    with pytest.raises(ValueError, match="output_attentions.*remove_raas"):
+        greedy(patched, ids, mask, 3, output_attentions=True, return_dict_in_generate=True)
+    cache = RaaSCache.for_model(patched)
+    with pytest.raises(ValueError, match="output_attentions.*remove_raas"):
+        with torch.no_grad():
+            patched(ids, attention_mask=mask, output_attentions=True, **with_cache(cache))
+    assert not cache.is_prefilled and cache.layers[0].pool is None
+
+
+def test_config_output_attentions_is_refused_at_apply_time():
+    model = tiny_model("llama", attn_implementation="eager")
+    model.config.output_attentions = True  # transformers allows it for eager attention only
+    with pytest.raises(ValueError, match="output_attentions.*remove_raas|output_attentions=False"):
+        apply_raas(model, budget=64)
+    assert not hasattr(model, STATE_ATTR) and model.config._attn_implementation == "eager"
+
+
 def test_raas_cache_on_unpatched_model_is_refused(model):
     apply_raas(model, budget=64)
     cache = RaaSCache.for_model(model)

@@ -20,7 +20,8 @@ from transformers.generation.configuration_utils import GenerationMode
 from transformers.masking_utils import AttentionMaskInterface
 
 from raas_flex.config import RaaSConfig, check_field_names
-from raas_flex.hf.attention import ATTN_NAME, CACHE_KWARG, raas_attention, raas_mask
+from raas_flex.hf.attention import (ATTN_NAME, CACHE_KWARG, NO_WEIGHTS, raas_attention,
+                                    raas_mask)
 from raas_flex.hf.cache import RaaSCache
 from raas_flex.hf.compat import CACHE_ARG, cache_argument
 from raas_flex.hf.compiled import CompiledDecode
@@ -59,6 +60,9 @@ def apply_raas(model: torch.nn.Module, config: RaaSConfig | None = None, *,
         raise ValueError("apply_raas was already applied to this model; call "
                          "remove_raas(model) first to change its settings.")
     num_layers = check_supported(model)
+    if getattr(model.config, "output_attentions", False):
+        raise ValueError("model.config.output_attentions is True; set it to False first. "
+                         + NO_WEIGHTS)
     if config.dense_layers > num_layers:
         raise ValueError(f"dense_layers={config.dense_layers} exceeds the model's "
                          f"{num_layers} layers.")
