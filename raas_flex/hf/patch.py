@@ -54,7 +54,7 @@ def apply_raas(model: torch.nn.Module, config: RaaSConfig | None = None, *,
     static shapes); cuda_graph=True (with compile, a CUDA model) also captures that step once
     per generate() call and replays it as a CUDA graph. Unsupported models raise here.
     """
-    config = make_config(config, overrides)
+    config = _make_config(config, overrides)
     _check_cuda_graph(model, compile, cuda_graph)
     if hasattr(model, STATE_ATTR):
         raise ValueError("apply_raas was already applied to this model; call "
@@ -119,7 +119,7 @@ def attention_modules(model: torch.nn.Module, num_layers: int) -> list[torch.nn.
     return [found[i] for i in range(num_layers)]
 
 
-def make_config(config: RaaSConfig | None, overrides: dict) -> RaaSConfig:
+def _make_config(config: RaaSConfig | None, overrides: dict) -> RaaSConfig:
     """`config` (or the defaults) with `overrides` applied and validated."""
     if config is None:
         config = RaaSConfig()
