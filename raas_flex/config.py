@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import importlib.metadata
+import importlib.util
+from dataclasses import dataclass, fields
+from fractions import Fraction
+from typing import Any
 
 import torch
 
@@ -16,6 +20,10 @@ KV_DTYPES = (None, "int8", "float8_e4m3fn")
 # certificate); with a quantized pool they would need a dequantized copy or a quantization
 # slack term that phase 1 does not have.
 EXACT_KEY_POLICIES = ("h2o", "recycled", "hsr", "raas_hsr")
+# kv_dtype's quantizers (raas_flex/cache/quant.py use private float8 helpers, so the tested
+# minor only); the same string is pyproject.toml's pin (a test keeps the two equal).
+TORCHAO_REQUIREMENT = "torchao>=0.18,<0.19"
+RATIO_MAX_DENOMINATOR = 10**12  # exact_ratio keeps decimals of up to 12 places exactly
 
 
 @dataclass(frozen=True)
@@ -29,7 +37,8 @@ class RaaSConfig:
     policy: a name registered in raas_flex.policies (see raas_flex.available_policies()).
     keep_prefill: pin the prompt's pages so that no eviction takes them.
     importance: RaaS rule for "this page matters now": "top_ratio" marks the top
-        `top_ratio` share of a sequence's live pages by score; "alpha" marks pages whose
+        ceil(live pages · top_ratio) of a sequence's live pages by score, counted in
+        integers with top_ratio read as its decimal (exact_ratio: 0.6 is 3/5); "alpha" marks pages whose
         softmax share of the page bounds (weighted by fill) is at least `alpha`.
     score_source: "bound" uses Quest's min/max upper bound (the paper's page version);
         "exact" uses each page's exact attention mass (a study option, costs one extra pass).
@@ -131,6 +140,7 @@ class RaaSConfig:
                              "(None keeps the model's dtype).")
         if self.kv_dtype is None:
             return
+        check_torchao(f"kv_dtype={self.kv_dtype!r}")
         if self.attention_kernel != "flex":
             raise ValueError(
                 f"kv_dtype={self.kv_dtype!r} dequantizes inside FlexAttention; SDPA would need "
@@ -148,6 +158,22 @@ class RaaSConfig:
                 f"supported with kv_dtype={self.kv_dtype!r} yet; use score_source='bound' "
                 "(exact summaries) or kv_dtype=None."
             )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field by name (plain JSON values), for logs and saved settings."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RaaSConfig:
+        """The config `to_dict` gave (missing fields take their defaults), validated;
+        unknown keys raise TypeError naming them, so a typo never falls back silently."""
+        check_field_names(data)
+        return cls(**data)
+
+    @property
+    def top_ratio_fraction(self) -> Fraction:
+        """top_ratio as the exact fraction the page count uses (see exact_ratio)."""
+        return exact_ratio(self.top_ratio)
 
     @property
     def kv_storage_dtype(self) -> torch.dtype | None:
@@ -199,6 +225,39 @@ class RaaSConfig:
     def recycled_top_pages(self) -> int:
         """Pages Recycled Attention attends between full steps (besides its new pages)."""
         return self.slots if self.recycled_pages is None else self.recycled_pages
+
+
+def exact_ratio(value: float) -> Fraction:
+    """`value` read as the decimal it prints as: 0.6 -> 3/5, not the binary double just
+    above 0.6, so ceil(25 · 0.6) is 15 as a user expects. A ratio printing with more than
+    12 decimals (1/3 -> 0.3333333333333333) is read as the nearest fraction whose
+    denominator is at most RATIO_MAX_DENOMINATOR (1/3)."""
+    return Fraction(repr(float(value))).limit_denominator(RATIO_MAX_DENOMINATOR)
+
+
+def check_field_names(names) -> None:
+    """Raise TypeError naming every key of `names` that is not a RaaSConfig field."""
+    known = {f.name for f in fields(RaaSConfig)}
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise TypeError(f"unknown RaaS option(s) {unknown}; valid: {sorted(known)}.")
+
+
+def check_torchao(needed_by: str) -> None:
+    """Raise ImportError with the pip line unless a supported torchao is installed; checked
+    when a config asks for it, so a venv without torchao fails at construction (apply_raas
+    time), not with a bare ModuleNotFoundError at the first generate()."""
+    from packaging.specifiers import SpecifierSet  # transformers' own dependency
+
+    fix = f'pip install "{TORCHAO_REQUIREMENT}"'
+    if importlib.util.find_spec("torchao") is None:
+        raise ImportError(f"{needed_by} quantizes K/V with torchao, which is not installed; "
+                          f"run: {fix}")
+    version = importlib.metadata.version("torchao")
+    if not SpecifierSet(TORCHAO_REQUIREMENT.removeprefix("torchao")).contains(version):
+        raise ImportError(f"{needed_by} needs {TORCHAO_REQUIREMENT} (its float8 helpers are "
+                          f"private and change between minors); torchao {version} is "
+                          f"installed; run: {fix}")
 
 
 def _check_int(name: str, value: object) -> None:

@@ -6,7 +6,7 @@ value). Scales never fall below SCALE_FLOOR, so an all-zero row (an unwritten or
 token) gets codes 0 and a finite scale, and log(scale) stays finite for the V fold.
 
 The float8 helpers are private in torchao 0.18 (its own fp8 attention prototype uses them
-under torch.compile); pyproject pins torchao to that minor version.
+under torch.compile); pyproject pins torchao to that minor version (config.TORCHAO_REQUIREMENT).
 
 Always quantized from x.float(): with bf16 input, eager torchao rounds the scale in bf16
 while Inductor keeps fp32, and ~6% of int8 codes then differ by one step between eager and
@@ -19,6 +19,8 @@ import logging
 import types
 
 import torch
+
+from raas_flex.config import check_torchao
 
 QUANT_DTYPES = (torch.int8, torch.float8_e4m3fn)
 INT8_MAX = 127
@@ -37,6 +39,7 @@ def torchao_primitives() -> types.SimpleNamespace:
     global _PRIMITIVES
     if _PRIMITIVES is not None:
         return _PRIMITIVES
+    check_torchao("an 8-bit K/V pool")  # the pip line, not a bare ModuleNotFoundError
     quiet = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
     levels = [log.level for log in quiet]
     for log in quiet:
