@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
 
 import torch
 
+from raas_flex.cache.quant import check_torchao
 from raas_flex.policies import PolicyOptions, available_policies, option_owners, policy_class
 from raas_flex.policies.base import check_int
 
@@ -15,6 +18,7 @@ IMPORTANCE_RULES = ("top_ratio", "alpha")
 SCORE_SOURCES = ("bound", "exact")
 ATTENTION_KERNELS = ("flex", "sdpa")
 KV_DTYPES = (None, "int8", "float8_e4m3fn")
+RATIO_MAX_DENOMINATOR = 10**12  # exact_ratio keeps decimals of up to 12 places exactly
 
 
 @dataclass(frozen=True)
@@ -28,7 +32,8 @@ class RaaSConfig:
     policy: a name registered in raas_flex.policies (see raas_flex.available_policies()).
     keep_prefill: pin the prompt's pages so that no eviction takes them.
     importance: RaaS rule for "this page matters now": "top_ratio" marks the top
-        `top_ratio` share of a sequence's live pages by score; "alpha" marks pages whose
+        ceil(live pages · top_ratio) of a sequence's live pages by score, counted in
+        integers with top_ratio read as its decimal (exact_ratio: 0.6 is 3/5); "alpha" marks pages whose
         softmax share of the page bounds (weighted by fill) is at least `alpha`.
     score_source: "bound" uses Quest's min/max upper bound (the paper's page version);
         "exact" uses each page's exact attention mass (a study option, costs one extra pass).
@@ -145,6 +150,15 @@ class RaaSConfig:
             fields["options"] = options_class(**chosen)
         return cls(**fields)
 
+    def with_fields(self, **overrides) -> RaaSConfig:
+        """This config with flat `overrides` (core fields or the policy's options) applied
+        and validated; a new policy starts from its own options' defaults."""
+        data = self.to_dict()
+        if overrides.get("policy", self.policy) != self.policy or "options" in overrides:
+            for name in self.options.flat_names():
+                data.pop(name)
+        return type(self).from_fields(**{**data, **overrides})
+
     def _check_kv_dtype(self) -> None:
         """Refuse storage formats and the option combinations a quantized pool lacks."""
         if self.kv_dtype not in KV_DTYPES:
@@ -152,6 +166,7 @@ class RaaSConfig:
                              "(None keeps the model's dtype).")
         if self.kv_dtype is None:
             return
+        check_torchao(f"kv_dtype={self.kv_dtype!r}")
         if self.attention_kernel != "flex":
             raise ValueError(
                 f"kv_dtype={self.kv_dtype!r} dequantizes inside FlexAttention; SDPA would need "
@@ -172,6 +187,24 @@ class RaaSConfig:
                 "(exact summaries) or kv_dtype=None."
             )
 
+    def to_dict(self) -> dict[str, Any]:
+        """Every setting by its flat name (plain JSON values): the core fields and the
+        policy's options (streaming_sinks=...), for logs and saved settings."""
+        core = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name != "options"}
+        return {**core, **self.options.flat()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RaaSConfig:
+        """The config `to_dict` gave (missing fields take their defaults), validated;
+        unknown keys raise TypeError naming them, so a typo never falls back silently."""
+        return cls.from_fields(**data)
+
+    @property
+    def top_ratio_fraction(self) -> Fraction:
+        """top_ratio as the exact fraction the page count uses (see exact_ratio)."""
+        return exact_ratio(self.top_ratio)
+
     @property
     def kv_storage_dtype(self) -> torch.dtype | None:
         """The torch dtype the pool stores K/V in, None for the model's own dtype."""
@@ -188,3 +221,11 @@ class RaaSConfig:
     def slots(self) -> int:
         """Pages an evicting policy's pool holds."""
         return self.budget // self.page_size
+
+
+def exact_ratio(value: float) -> Fraction:
+    """`value` read as the decimal it prints as: 0.6 -> 3/5, not the binary double just
+    above 0.6, so ceil(25 · 0.6) is 15 as a user expects. A ratio printing with more than
+    12 decimals (1/3 -> 0.3333333333333333) is read as the nearest fraction whose
+    denominator is at most RATIO_MAX_DENOMINATOR (1/3)."""
+    return Fraction(repr(float(value))).limit_denominator(RATIO_MAX_DENOMINATOR)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 
 @dataclass
@@ -63,7 +64,8 @@ class PlainRaaS:
         self.length += 1
         score = {p: max(page.bound(q) for q in queries) for p, page in self.pages.items()}
         ranked = sorted(self.pages, key=lambda p: (-score[p], p))
-        for p in ranked[: math.ceil(self.top_ratio * len(ranked))]:
+        # exact decimal arithmetic: top_ratio=0.6 of 25 pages is 15 (RaaSConfig.top_ratio)
+        for p in ranked[: math.ceil(Fraction(repr(self.top_ratio)) * len(ranked))]:
             self.pages[p].timestamp = step
 
     def state(self) -> dict[int, tuple[int, int, bool]]:

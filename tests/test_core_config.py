@@ -88,3 +88,26 @@ def test_keep_all_policy_needs_max_new_tokens():
     config = rf.RaaSConfig(policy="dense")
     with pytest.raises(ValueError, match="pass max_new_tokens"):
         rf.new_layer_cache(config, rf.make_policy(config), 1, 2, 16, prompt_tokens=16)
+
+
+def test_to_dict_from_dict_round_trips_through_json():
+    import json
+
+    config = rf.RaaSConfig.from_fields(budget=2048, page_size=32, policy="streaming",
+                                       top_ratio=0.6, streaming_sinks=2, kv_dtype=None)
+    data = json.loads(json.dumps(config.to_dict()))
+    assert data["budget"] == 2048 and data["policy"] == "streaming"
+    assert data["streaming_sinks"] == 2  # the policy's options by their flat names
+    assert rf.RaaSConfig.from_dict(data) == config
+    assert rf.RaaSConfig.from_dict({}) == rf.RaaSConfig()  # missing keys take the defaults
+
+
+def test_from_dict_names_unknown_keys():
+    with pytest.raises(TypeError) as info:
+        rf.RaaSConfig.from_dict({"budget": 64, "budgt": 64, "pagesize": 16})
+    assert "'budgt'" in str(info.value) and "'pagesize'" in str(info.value)
+
+
+def test_from_dict_validates_values():
+    with pytest.raises(ValueError, match="use 96 or 112"):
+        rf.RaaSConfig.from_dict({"budget": 100})

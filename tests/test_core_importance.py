@@ -59,7 +59,8 @@ def test_importance_rules_refresh_exactly_the_important_pages(
             share = torch.softmax(weights.masked_fill(~live, float("-inf")), -1)
             sure_in, sure_out = share >= alpha * (1 + MARGIN), share < alpha * (1 - MARGIN)
         else:
-            count = torch.ceil(live.sum(-1, keepdim=True) * config.top_ratio).long()
+            num, den = config.top_ratio_fraction.as_integer_ratio()
+            count = (live.sum(-1, keepdim=True) * num + den - 1) // den  # exact, as documented
             cutoff = scores.masked_fill(~live, float("-inf")).sort(-1, descending=True).values
             kth = cutoff.gather(-1, count - 1)  # score of the last page that makes the cut
             nxt = cutoff.gather(-1, count.clamp(max=cache.num_slots - 1))

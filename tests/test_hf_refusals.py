@@ -45,16 +45,10 @@ def test_refused_at_apply_time(name):
 
 
 def test_cuda_graph_needs_compile_and_a_cuda_model():
-    import torch
-
-    from raas_flex import remove_raas
-
     model = tiny_model("llama")
     with pytest.raises(ValueError, match="pass compile=True"):
         apply_raas(model, budget=64, cuda_graph=True)
     assert not hasattr(model, STATE_ATTR)
-    apply_raas(model, budget=64, compile=True, cuda_graph=True)
-    ids = torch.randint(2, 100, (1, 8))
-    with pytest.raises(ValueError, match="needs the model on a CUDA device"):
-        model.generate(ids, max_new_tokens=4, do_sample=False)
-    remove_raas(model)
+    with pytest.raises(ValueError, match=r"on cpu.*cuda_graph=False"):
+        apply_raas(model, budget=64, compile=True, cuda_graph=True)
+    assert not hasattr(model, STATE_ATTR)

@@ -73,3 +73,48 @@ def test_allocation_refuses_a_float_storage_dtype():
 
     with pytest.raises(TypeError, match="torch.int8"):
         allocate_layer_cache(1, 1, 16, 4, 16, kv_dtype=torch.bfloat16)
+
+
+PIP_LINE = 'pip install "torchao>=0.18,<0.19"'
+
+
+def _hide_torchao(monkeypatch) -> None:
+    """Make torchao unimportable for this test, as in a venv built without it (nothing is
+    uninstalled: a None entry in sys.modules makes `import torchao` and find_spec fail)."""
+    import sys
+
+    for name in [m for m in sys.modules if m == "torchao" or m.startswith("torchao.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "torchao", None)
+
+
+@pytest.mark.parametrize("kv_dtype", QUANT)
+def test_missing_torchao_is_refused_at_construction_with_the_pip_line(monkeypatch, kv_dtype):
+    _hide_torchao(monkeypatch)
+    with pytest.raises(ImportError) as info:
+        rf.RaaSConfig(kv_dtype=kv_dtype)
+    assert PIP_LINE in str(info.value)
+    assert rf.RaaSConfig().kv_dtype is None  # full precision never needs torchao
+
+
+def test_unsupported_torchao_version_is_refused_with_the_pip_line(monkeypatch):
+    import importlib.metadata
+
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version",
+                        lambda name: "0.17.1" if name == "torchao" else real(name))
+    with pytest.raises(ImportError) as info:
+        rf.RaaSConfig(kv_dtype="int8")
+    assert "0.17.1" in str(info.value) and PIP_LINE in str(info.value)
+
+
+def test_the_pip_line_is_the_pin_in_pyproject():
+    import pathlib
+    import tomllib
+
+    from raas_flex.cache.quant import TORCHAO_REQUIREMENT
+
+    pyproject = pathlib.Path(__file__).parents[1] / "pyproject.toml"
+    dependencies = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    assert TORCHAO_REQUIREMENT in dependencies
+    assert PIP_LINE == f'pip install "{TORCHAO_REQUIREMENT}"'

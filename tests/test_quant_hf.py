@@ -91,3 +91,17 @@ def test_compiled_decode_on_cpu_is_refused_naming_the_eager_path():
     model = rf.apply_raas(tiny_model("llama"), budget=BUDGET, kv_dtype="int8", compile=True)
     with pytest.raises(ValueError, match="compile=False"):
         greedy(model, ids, mask, 2)
+
+
+def test_missing_torchao_is_refused_at_apply_time(monkeypatch):
+    import sys
+
+    from raas_flex.hf.patch import STATE_ATTR
+
+    for name in [m for m in sys.modules if m == "torchao" or m.startswith("torchao.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "torchao", None)
+    model = tiny_model("llama")
+    with pytest.raises(ImportError, match='pip install "torchao>=0.18,<0.19"'):
+        rf.apply_raas(model, budget=BUDGET, kv_dtype="int8")
+    assert not hasattr(model, STATE_ATTR)

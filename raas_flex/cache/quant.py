@@ -6,7 +6,7 @@ value). Scales never fall below SCALE_FLOOR, so an all-zero row (an unwritten or
 token) gets codes 0 and a finite scale, and log(scale) stays finite for the V fold.
 
 The float8 helpers are private in torchao 0.18 (its own fp8 attention prototype uses them
-under torch.compile); pyproject pins torchao to that minor version.
+under torch.compile); pyproject pins torchao to that minor version (TORCHAO_REQUIREMENT below).
 
 Always quantized from x.float(): with bf16 input, eager torchao rounds the scale in bf16
 while Inductor keeps fp32, and ~6% of int8 codes then differ by one step between eager and
@@ -15,11 +15,16 @@ compiled (docs/plans/issue6-quantized-pool.md §1); from fp32 they agree bit for
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import logging
 import types
 
 import torch
 
+# kv_dtype's quantizers (below) use torchao's private float8 helpers, so the tested
+# minor only); the same string is pyproject.toml's pin (a test keeps the two equal).
+TORCHAO_REQUIREMENT = "torchao>=0.18,<0.19"
 QUANT_DTYPES = (torch.int8, torch.float8_e4m3fn)
 INT8_MAX = 127
 FP8_MAX = torch.finfo(torch.float8_e4m3fn).max  # 448
@@ -37,6 +42,7 @@ def torchao_primitives() -> types.SimpleNamespace:
     global _PRIMITIVES
     if _PRIMITIVES is not None:
         return _PRIMITIVES
+    check_torchao("an 8-bit K/V pool")  # the pip line, not a bare ModuleNotFoundError
     quiet = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
     levels = [log.level for log in quiet]
     for log in quiet:
@@ -78,3 +84,20 @@ def dequantize(codes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """codes [..., D], scale [...] -> fp32 [..., D]. Tests and references only: the decode
     path never builds this for the pool."""
     return codes.float() * scale[..., None]
+
+
+def check_torchao(needed_by: str) -> None:
+    """Raise ImportError with the pip line unless a supported torchao is installed; checked
+    when a config asks for it, so a venv without torchao fails at construction (apply_raas
+    time), not with a bare ModuleNotFoundError at the first generate()."""
+    from packaging.specifiers import SpecifierSet  # transformers' own dependency
+
+    fix = f'pip install "{TORCHAO_REQUIREMENT}"'
+    if importlib.util.find_spec("torchao") is None:
+        raise ImportError(f"{needed_by} quantizes K/V with torchao, which is not installed; "
+                          f"run: {fix}")
+    version = importlib.metadata.version("torchao")
+    if not SpecifierSet(TORCHAO_REQUIREMENT.removeprefix("torchao")).contains(version):
+        raise ImportError(f"{needed_by} needs {TORCHAO_REQUIREMENT} (its float8 helpers are "
+                          f"private and change between minors); torchao {version} is "
+                          f"installed; run: {fix}")

@@ -23,6 +23,13 @@ NO_CACHE = (
     "call raas_flex.remove_raas(model) for plain forwards (use_cache=False, DynamicCache)."
 )
 
+NO_WEIGHTS = (
+    "output_attentions=True is not supported with RaaS: its attention runs over a budgeted "
+    "pool (most tokens evicted) and returns no weights, so transformers would return empty "
+    "tuples. Leave output_attentions unset, or call raas_flex.remove_raas(model) and use "
+    "attn_implementation=\"eager\" to get attention weights."
+)
+
 
 def raas_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
                    value: torch.Tensor, attention_mask: torch.Tensor | None,
@@ -60,6 +67,8 @@ def _check_call(cache: object, dropout: float, kwargs: dict) -> None:
                          "apply_raas should have refused this model.")
     if dropout:
         raise ValueError("RaaS attention is inference-only; call model.eval() first.")
+    if kwargs.get("output_attentions"):  # forward/generate kwarg; reaches every layer
+        raise ValueError(NO_WEIGHTS)
 
 
 def _prefill(layer: RaaSLayer, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,

@@ -104,7 +104,15 @@ class RaaSLayer(CacheLayerMixin):
         return kv, meta + self.seen.nbytes + self.step.nbytes
 
     def reset(self) -> None:
-        raise NotImplementedError(_UNSUPPORTED.format(op="reset"))
+        """Clear: back to the pre-prefill state, so the next prompt allocates a fresh pool
+        (its batch size and length may differ). The 0-d counters are zeroed in place, at
+        the addresses a compiled step reads; the pool itself is dropped."""
+        self.pool = None
+        self.keys = self.values = None
+        self.seen.zero_()
+        self.step.fill_(1)
+        self.awaiting_attention = False
+        self.is_initialized = False
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         raise NotImplementedError(_UNSUPPORTED.format(op="reorder_cache (beam search)"))
@@ -148,6 +156,7 @@ class RaaSCache(Cache):
                   for i in range(num_layers)]
         super().__init__(layers=layers)
         self.config = config
+        self.resets = 0
 
     @classmethod
     def for_model(cls, model, max_cache_len: int | None = None) -> "RaaSCache":
@@ -171,6 +180,13 @@ class RaaSCache(Cache):
             if layer.pool is None and value is not None:
                 # a caller's larger max_cache_len (room for later continuations) is kept
                 layer.max_cache_len = max(value, layer.max_cache_len or 0)
+
+    def reset(self) -> None:
+        """Clear every layer (see RaaSLayer.reset) to reuse this cache for a new prompt;
+        `resets` counts the clears, so a captured CUDA graph over the old pools is not
+        replayed (raas_flex.hf.graphs)."""
+        super().reset()
+        self.resets += 1
 
     @property
     def is_prefilled(self) -> bool:

@@ -8,8 +8,9 @@ synchronisation, so one capture covers every later step, evictions included.
 
 Why capture by hand: Inductor's own CUDA-graph mode skips graphs that mutate their inputs
 (the cache tensors), so `mode="reduce-overhead"` would silently run without graphs.
-A new cache (a new generate() call) or new input shapes capture a new graph; the first
-decode step of each runs the compiled forward directly, which compiles and warms it.
+A new cache (a new generate() call), a cleared one (RaaSCache.reset) or new input shapes
+capture a new graph; the first decode step of each runs the compiled forward directly, which
+compiles and warms it.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ class GraphedDecode:
         others = {k: v for k, v in kwargs.items() if not isinstance(v, torch.Tensor)}
         key = (tuple((k, tuple(v.shape), v.dtype, v.device)
                                 for k, v in sorted(tensors.items())),
-               tuple(sorted((k, repr(v)) for k, v in others.items() if not isinstance(v, Cache))))
+               tuple(sorted((k, repr(v)) for k, v in others.items() if not isinstance(v, Cache))),
+               getattr(cache, "resets", 0))  # a cleared cache holds new pools
         if cache is not self._cache or key != self._key:
             self.reset()  # a new cache or shape: one direct (warming) step, no graph yet
             self._cache, self._key = cache, key

@@ -9,6 +9,7 @@ dispatching forward. Nothing is patched at import time.
 
 from __future__ import annotations
 
+import functools
 import types
 
 import torch
@@ -17,7 +18,8 @@ from transformers.generation.configuration_utils import GenerationMode
 from transformers.masking_utils import AttentionMaskInterface
 
 from raas_flex.config import RaaSConfig
-from raas_flex.hf.attention import ATTN_NAME, CACHE_KWARG, raas_attention, raas_mask
+from raas_flex.hf.attention import (ATTN_NAME, CACHE_KWARG, NO_WEIGHTS, raas_attention,
+                                    raas_mask)
 from raas_flex.hf.cache import RaaSCache, check_dense_layers
 from raas_flex.hf.compat import CACHE_ARG, cache_argument
 from raas_flex.hf.compiled import CompiledDecode
@@ -28,25 +30,27 @@ GENERATE_HOOK = "_prepare_cache_for_generation"
 SUPPORTED_MODES = (GenerationMode.GREEDY_SEARCH, GenerationMode.SAMPLE)
 
 
-def apply_raas(model: torch.nn.Module, compile: bool = False, cuda_graph: bool = False,
-               **config_fields) -> torch.nn.Module:
+def apply_raas(model: torch.nn.Module, config: RaaSConfig | None = None, *,
+               compile: bool = False, cuda_graph: bool = False,
+               **overrides) -> torch.nn.Module:
     """Make `model.generate()` decode with a fixed per-sequence KV budget; returns `model`.
 
-    budget, page_size, policy and any other RaaSConfig field, plus the chosen policy's
-    options by their flat names (e.g. streaming_sinks=2), build a validated RaaSConfig
-    with RaaSConfig's defaults (RaaSConfig.from_fields). compile=True
-    compiles the decode forward (fullgraph, static shapes); cuda_graph=True (with compile,
-    CUDA only) also captures that step once per generate() call and replays it as a CUDA
-    graph. Unsupported models raise here.
+    config: a RaaSConfig (None: RaaSConfig()'s defaults); keyword overrides of any of its
+    fields (budget, page_size, policy, top_ratio, kv_dtype, ...) or of the chosen policy's
+    options by their flat names (streaming_sinks=2, ...) win over it and are validated like
+    the config itself (RaaSConfig.with_fields). compile=True compiles the decode forward (fullgraph,
+    static shapes); cuda_graph=True (with compile, a CUDA model) also captures that step once
+    per generate() call and replays it as a CUDA graph. Unsupported models raise here.
     """
-    if cuda_graph and not compile:
-        raise ValueError("cuda_graph=True replays the compiled decode step; pass compile=True "
-                         "as well.")
+    config = _make_config(config, overrides)
+    _check_cuda_graph(model, compile, cuda_graph)
     if hasattr(model, STATE_ATTR):
         raise ValueError("apply_raas was already applied to this model; call "
                          "remove_raas(model) first to change its settings.")
-    config = RaaSConfig.from_fields(**config_fields)
     num_layers = check_supported(model)
+    if getattr(model.config, "output_attentions", False):
+        raise ValueError("model.config.output_attentions is True; set it to False first. "
+                         + NO_WEIGHTS)
     check_dense_layers(config, num_layers)
     modules = attention_modules(model, num_layers)
     register_interfaces()
@@ -55,7 +59,8 @@ def apply_raas(model: torch.nn.Module, compile: bool = False, cuda_graph: bool =
     if model.config._attn_implementation != ATTN_NAME:
         raise ValueError(f"{type(model).__name__} does not let transformers set its attention "
                          "implementation, so RaaS cannot route its attention.")
-    state.hooks = [m.register_forward_pre_hook(_pass_cache, with_kwargs=True) for m in modules]
+    hook = functools.partial(_pass_cache, num_layers=num_layers)
+    state.hooks = [m.register_forward_pre_hook(hook, with_kwargs=True) for m in modules]
     setattr(model, GENERATE_HOOK, types.MethodType(_prepare_cache, model))
     if compile:
         state.compiled = CompiledDecode(model.forward, cuda_graph=cuda_graph)
@@ -93,9 +98,43 @@ def attention_modules(model: torch.nn.Module, num_layers: int) -> list[torch.nn.
     return [found[i] for i in range(num_layers)]
 
 
-def _pass_cache(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-    """Forward pre-hook: the attention function gets the cache under CACHE_KWARG."""
-    kwargs[CACHE_KWARG] = cache_argument(kwargs)
+def _make_config(config: RaaSConfig | None, overrides: dict) -> RaaSConfig:
+    """`config` (or the defaults) with `overrides` applied and validated."""
+    if config is None:
+        config = RaaSConfig()
+    elif not isinstance(config, RaaSConfig):
+        raise TypeError(f"apply_raas's second argument is a RaaSConfig, got "
+                        f"{type(config).__name__} {config!r}; pass options by name, e.g. "
+                        f"apply_raas(model, budget={config!r}).")
+    return config.with_fields(**overrides) if overrides else config
+
+
+def _check_cuda_graph(model: torch.nn.Module, compile: bool, cuda_graph: bool) -> None:
+    """Refuse cuda_graph where it can never run, before anything is patched."""
+    if not cuda_graph:
+        return
+    if not compile:
+        raise ValueError("cuda_graph=True replays the compiled decode step; pass compile=True "
+                         "as well.")
+    device = getattr(model, "device", None)
+    if device is None or torch.device(device).type != "cuda":
+        raise ValueError(f"cuda_graph=True captures CUDA graphs, but the model is on {device}; "
+                         "move it first (model.to('cuda')), or use apply_raas(..., "
+                         "cuda_graph=False) there.")
+
+
+def _pass_cache(module: torch.nn.Module, args: tuple, kwargs: dict, *,
+                num_layers: int) -> tuple[tuple, dict]:
+    """Forward pre-hook: the attention function gets the cache under CACHE_KWARG, once it
+    is known to hold one layer per decoder layer (checked before any layer writes)."""
+    cache = cache_argument(kwargs)
+    if isinstance(cache, RaaSCache) and len(cache.layers) != num_layers:
+        raise ValueError(
+            f"this RaaSCache has {len(cache.layers)} layers, but the model has {num_layers}; "
+            f"build it for this model with RaaSCache.for_model(model) (or RaaSCache(config, "
+            f"{num_layers})), or pass none and generate() makes one."
+        )
+    kwargs[CACHE_KWARG] = cache
     return args, kwargs
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import ClassVar, Protocol
 
 import torch
@@ -28,6 +29,9 @@ class ConfigView(Protocol):
 
     @property
     def slots(self) -> int: ...
+
+    @property
+    def top_ratio_fraction(self) -> Fraction: ...
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ page with the oldest timestamp is evicted (ties: the oldest page). Attention run
 retained page, so a step costs O(L). Prompt pages are pinned unless keep_prefill=False.
 
 Importance (config.importance):
-  "top_ratio" (default): the top ceil(top_ratio · live pages) pages by score, top_ratio=0.5.
+  "top_ratio" (default): the top ceil(top_ratio · live pages) pages by score, top_ratio=0.5,
+      counted exactly in integers with top_ratio read as its decimal (0.6 = 3/5).
   "alpha" [project choice]: pages whose softmax share of the page scores is >= alpha
       (1e-4); with the bound as score the softmax is weighted by each page's fill.
 Scores (config.score_source): "bound" (default) the Quest min/max upper bound, max over the
@@ -18,12 +19,12 @@ is scored like any other page.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from raas_flex.cache.pool import LayerCache
-from dataclasses import dataclass
-
-from raas_flex.policies.base import Policy, PolicyOptions
+from raas_flex.policies.base import ConfigView, Policy, PolicyOptions
 from raas_flex.policies.scores import log_page_mass, page_bound, top_fraction
 
 
@@ -38,6 +39,11 @@ class RaaSPolicy(Policy):
     name = "raas"
     Options = RaaSOptions
 
+    def __init__(self, config: ConfigView) -> None:
+        super().__init__(config)
+        ratio = config.top_ratio_fraction  # read once: compiled code sees two int constants
+        self.top_ratio = (ratio.numerator, ratio.denominator)
+
     def eviction_key(self, cache: LayerCache, step: torch.Tensor) -> torch.Tensor:
         return cache.timestamp
 
@@ -49,7 +55,7 @@ class RaaSPolicy(Policy):
     def important(self, cache: LayerCache, scores: torch.Tensor) -> torch.Tensor:
         """[B, H, S] bool: the pages that keep a fresh timestamp this step."""
         if self.config.importance == "top_ratio":
-            return top_fraction(scores, cache, self.config.top_ratio)
+            return top_fraction(scores, cache, *self.top_ratio)
         weights = scores
         if self.config.score_source == "bound":
             weights = scores + torch.log(cache.fill.clamp(min=1).float())

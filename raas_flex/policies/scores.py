@@ -73,8 +73,17 @@ def rank_descending(scores: torch.Tensor, page_id: torch.Tensor) -> torch.Tensor
     return torch.empty_like(order).scatter_(-1, order, positions)
 
 
-def top_fraction(scores: torch.Tensor, cache: LayerCache, fraction: float) -> torch.Tensor:
-    """The top ceil(fraction · live pages) live slots by score. [B, H, S] bool."""
+def top_fraction(scores: torch.Tensor, cache: LayerCache, numerator: int,
+                 denominator: int) -> torch.Tensor:
+    """The top ceil(live pages · numerator / denominator) live slots by score. [B, H, S] bool.
+
+    Counted in int64, exactly: a float product rounds 25 · 0.6 up to 15.000001 and marks 16
+    pages. numerator/denominator are Python ints (RaaSConfig.top_ratio_fraction), constants
+    of a compiled graph; the host check below runs only while tracing, on static shapes.
+    """
+    if cache.num_slots * numerator >= 2**63:
+        raise OverflowError(f"{cache.num_slots} slots x top_ratio numerator {numerator} "
+                            "overflows int64; use a top_ratio with fewer decimals.")
     live = cache.fill > 0
-    count = torch.ceil(live.sum(-1, keepdim=True) * fraction).to(torch.int64)
+    count = (live.sum(-1, keepdim=True) * numerator + (denominator - 1)) // denominator
     return live & (rank_descending(scores, cache.page_id) < count)
