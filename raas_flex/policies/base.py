@@ -63,9 +63,12 @@ class PolicyOptions:
         return {flat: getattr(self, name) for flat, name in self.flat_names().items()}
 
 
-def check_int(name: str, value: object) -> None:
+def check_int(name: str, value: object, minimum: int | None = None, why: str = "") -> None:
+    """TypeError unless `value` is an int (bool is not), ValueError below `minimum`."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}.")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name}={value} must be >= {minimum}{why}.")
 
 
 class Policy:

@@ -54,9 +54,7 @@ class RandomOptions(PolicyOptions):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_int("random_seed", self.seed)
-        if self.seed < 0:
-            raise ValueError(f"random_seed={self.seed} must be >= 0.")
+        check_int("random_seed", self.seed, 0)
 
 
 class RandomPolicy(Policy):

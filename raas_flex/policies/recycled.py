@@ -51,15 +51,9 @@ class RecycledOptions(PolicyOptions):
     pages: int | None = None
 
     def __post_init__(self) -> None:
-        check_int("recycled_period", self.period)
-        if self.period < 1:
-            raise ValueError(f"recycled_period={self.period} must be >= 1 "
-                             "(1 = full attention every step).")
+        check_int("recycled_period", self.period, 1, " (1 = full attention every step)")
         if self.pages is not None:
-            check_int("recycled_pages", self.pages)
-            if self.pages < 1:
-                raise ValueError(f"recycled_pages={self.pages} must be >= 1, or None "
-                                 "for budget // page_size.")
+            check_int("recycled_pages", self.pages, 1, ", or None for budget // page_size")
 
     def top_pages(self, config: ConfigView) -> int:
         """Pages attended between full steps (besides its new pages)."""

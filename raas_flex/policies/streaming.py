@@ -31,9 +31,7 @@ class StreamingOptions(PolicyOptions):
     sinks: int = 1
 
     def __post_init__(self) -> None:
-        check_int("streaming_sinks", self.sinks)
-        if self.sinks < 0:
-            raise ValueError(f"streaming_sinks={self.sinks} must be >= 0 pages.")
+        check_int("streaming_sinks", self.sinks, 0, " pages")
 
     def check(self, config: ConfigView) -> None:
         if self.sinks > config.slots - MIN_DECODE_PAGES:
