@@ -69,7 +69,7 @@ def policy_step(name: str, n: int, budget: int, page: int, batch: int,
 def raas_fused_step(n: int, budget: int, page: int, batch: int, gen: torch.Generator,
                     kernel_options: dict | None = None, compiled: bool = True) -> Case:
     """The RaaS step with its bookkeeping fused into one Triton kernel (CUDA only)."""
-    from raas_flex.compile.fused_raas import FusedRaaSStep
+    from bench.fused_raas import FusedRaaSStep
     policy = rf.make_policy(rf.RaaSConfig(budget=budget, page_size=page))
     cache, step = seen_cache(policy, batch, KV_HEADS, HEAD_DIM, n, 0, torch.bfloat16,
                              "cuda", gen)

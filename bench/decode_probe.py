@@ -63,7 +63,7 @@ def check(name: str, batch: int, n: int, budget: int, page: int, steps: int) -> 
 def check_fused(batch: int, n: int, budget: int, page: int, steps: int,
                 compiled: bool = True) -> None:
     """Fused-kernel RaaS step vs the generic eager step, from one state, step by step."""
-    from raas_flex.compile.fused_raas import FusedRaaSStep
+    from bench.fused_raas import FusedRaaSStep
     gen = torch.Generator(device="cuda").manual_seed(3)
     policy = rf.make_policy(rf.RaaSConfig(budget=budget, page_size=page))
     cache, step = seen_cache(policy, batch, 8, 128, n, 0, torch.bfloat16, "cuda", gen)

@@ -1,8 +1,8 @@
 """Speed: the decode step as one compiled graph, and guards that prove it stays one graph.
 
-`compile_decode_step()` is the generic path (any policy, CPU and GPU). On CUDA,
-`raas_flex.compile.fused_raas.FusedRaaSStep` (imported on demand: it needs Triton) runs the
-RaaS policy's bookkeeping as one Triton kernel; see bench/NOTES.md for when it is faster.
+`compile_decode_step()` is the path for every policy, CPU and GPU. The experimental fused
+Triton RaaS step lives in bench/fused_raas.py (a benchmark study, not reachable from
+apply_raas); see bench/NOTES.md for when it was faster.
 """
 
 from raas_flex.compile.guards import compile_count, count_graph_breaks, recompile_count

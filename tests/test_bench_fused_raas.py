@@ -44,7 +44,7 @@ def _seen_cache(policy, batch: int, heads: int, dim: int, gen: torch.Generator):
                     reason="needs Triton's interpreter")
 @pytest.mark.parametrize("budget,page", [(96, 16), (128, 32)])
 def test_fused_kernel_matches_generic_step(budget: int, page: int) -> None:
-    from raas_flex.compile.fused_raas import _raas_manage
+    from bench.fused_raas import _raas_manage
 
     gen = torch.Generator().manual_seed(budget)
     B, H, G, D = 2, 2, 4, 32
