@@ -10,7 +10,7 @@ under torch.compile); pyproject pins torchao to that minor version (TORCHAO_REQU
 
 Always quantized from x.float(): with bf16 input, eager torchao rounds the scale in bf16
 while Inductor keeps fp32, and ~6% of int8 codes then differ by one step between eager and
-compiled (docs/plans/issue6-quantized-pool.md §1); from fp32 they agree bit for bit.
+compiled (docs/flex-notes.md, "8-bit pools"); from fp32 they agree bit for bit.
 """
 
 from __future__ import annotations
