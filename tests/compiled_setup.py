@@ -2,7 +2,7 @@
 
 Compiling costs ~25 s per graph on a 2-core CPU, so tests reuse raas_flex.compile's one
 graph with the same config, policy object and shapes (a change in any recompiles).
-Small pool on purpose: see tests/test_compile_step.py on torch 2.13 CPU and 1024+ tokens.
+Small pool on purpose: see tests/compile/test_step.py on torch 2.13 CPU and 1024+ tokens.
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ from raas_flex.compile import (
 from raas_flex.functional import decode_step_tensors
 
 # A small pool keeps the 200 steps evicting; large pools are covered by
-# tests/test_core_compiled.py (a torch 2.13 CPU bug there is worked around in functional.py).
+# tests/compile/test_compiled.py (a torch 2.13 CPU bug there is worked around in
+# raas_flex/attention/workarounds.py).
 from tests.compiled_setup import CONFIG, POLICY, SHAPES
 from tests.reference_attention import reference_attention
 

@@ -9,7 +9,7 @@ Measured (3 prompts, 32 steps, budget 80 so pages are evicted): int8 logits diff
 1.6% (relative Frobenius), argmax agreement 0.97; float8_e4m3fn 8.9%, 0.89. Free-running
 greedy generate() (not asserted, for the reason above): int8 rows first diverge at tokens
 30, never and 17 of 32; fp8 at 23, 4 and 2. The
-layer-level error is ~1% (int8) / ~4% (fp8) per attention call (test_quant_pool.py), and
+layer-level error is ~1% (int8) / ~4% (fp8) per attention call (tests/cache/test_quant_pool.py), and
 two layers plus the MLPs compound it to roughly twice that in the logits; the bounds
 below allow ~2-3x the measured figures.
 """
