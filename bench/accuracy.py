@@ -1,11 +1,11 @@
 """Accuracy vs KV budget for every policy, and a teacher-forced fidelity mode for any model.
 
     # the trained reasoner, every policy, L = 1/16 .. 1/2 of a 2048-token decode (GPU)
-    python bench/accuracy.py accuracy --model bench/checkpoints/reasoner --decode-tokens 2048 --n 128
+    python -m bench.accuracy accuracy --model bench/checkpoints/reasoner --decode-tokens 2048 --n 128
     # any local HF causal LM on a text/jsonl file: per-step KL(dense || policy), top-1 agreement
-    python bench/accuracy.py fidelity --model /path/to/hf_model --data notes.jsonl --decode-tokens 1024
+    python -m bench.accuracy fidelity --model /path/to/hf_model --data notes.jsonl --decode-tokens 1024
     # runs split by policy (each under a time limit), then one table and plot
-    python bench/accuracy.py merge bench/results/accuracy_a.json bench/results/accuracy_b.json --tag all
+    python -m bench.accuracy merge bench/results/accuracy_a.json bench/results/accuracy_b.json --tag all
 
 Writes bench/results/accuracy_<tag>.{json,md,png} (or fidelity_<tag>.{json,md}). Policies run
 through raas_flex.apply_raas(model, budget=, page_size=, policy=) + model.generate(); the row
@@ -16,19 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-if __package__ in (None, ""):  # run as a script: make `bench` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.harness.fidelity import FidelitySettings, load_sequences, run_fidelity  # noqa: E402
-from bench.harness.policies import FRACTIONS, PEER_POLICIES, raas_applier  # noqa: E402
-from bench.harness.report import accuracy_plot, environment, markdown_table, write_json  # noqa: E402
-from bench.harness.sweep import SweepSettings, run_accuracy  # noqa: E402
+from bench.harness.fidelity import FidelitySettings, load_sequences, run_fidelity
+from bench.harness.policies import FRACTIONS, PEER_POLICIES, raas_applier
+from bench.harness.report import accuracy_plot, environment, markdown_table, write_json
+from bench.harness.sweep import SweepSettings, run_accuracy
 
 ACC_COLUMNS = ["policy", "budget_fraction", "budget_tokens", "accuracy", "ci_low", "ci_high", "n",
                "chain_accuracy", "mean_generated_tokens", "phoenix_error_share"]
