@@ -11,13 +11,13 @@ import torch
 from transformers import LlamaForCausalLM
 
 import raas_flex
-from bench import accuracy as cli
-from bench.harness.fidelity import FidelitySettings, load_sequences, run_fidelity
-from bench.harness.policies import Applier, budget_problem, budget_tokens, raas_applier
-from bench.harness.stats import wilson
-from bench.harness.sweep import SweepSettings, run_accuracy
-from bench.reasoner import model_config, save_checkpoint
-from bench.tasks import DEFAULT_SPEC, WordTokenizer
+from bench.accuracy import cli
+from bench.accuracy.harness.fidelity import FidelitySettings, load_sequences, run_fidelity
+from bench.accuracy.harness.policies import Applier, budget_problem, budget_tokens, raas_applier
+from bench.accuracy.harness.stats import wilson
+from bench.accuracy.harness.sweep import SweepSettings, run_accuracy
+from bench.accuracy.reasoner import model_config, save_checkpoint
+from bench.accuracy.tasks import DEFAULT_SPEC, WordTokenizer
 
 pytestmark = pytest.mark.hf  # CI runs these on both ends of the transformers range
 
@@ -60,8 +60,8 @@ def test_wilson_interval_known_values():
 
 
 def test_scores_locate_the_first_error_and_its_kind():
-    from bench.reasoner import score_outputs
-    from bench.tasks import make_problem
+    from bench.accuracy.reasoner import score_outputs
+    from bench.accuracy.tasks import make_problem
 
     p = make_problem("test", 0, 30)  # phoenix steps: counters 25, 20, .., 0 = steps 4, 9, .., 29
     width = DEFAULT_SPEC.step_tokens

@@ -1,9 +1,9 @@
-"""bench/generate.py's plumbing on the CPU (tiny model, eager): rows, KV bytes, time cap."""
+"""bench/e2e/generate.py's plumbing on the CPU (tiny model, eager): rows, KV bytes, time cap."""
 
 import pytest
 import json
 
-from bench.generate import main
+from bench.e2e.generate import main
 
 pytestmark = pytest.mark.hf  # CI runs these on both ends of the transformers range
 

@@ -7,11 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.tasks import (
+from bench.accuracy.tasks import (
     DEFAULT_SPEC, VOCAB_SIZE, TaskSpec, WordTokenizer, check, expected_answer, is_test_facts, make_problem,
     make_problems, train_batch,
 )
-from bench.tasks.generate import problem_rng
+from bench.accuracy.tasks.generate import problem_rng
 
 TOK = WordTokenizer()
 

@@ -10,9 +10,9 @@ from types import SimpleNamespace
 import torch
 from transformers import LlamaForCausalLM
 
-from bench import train_reasoner as tr
-from bench.reasoner import PRESETS, count_parameters, load_checkpoint, model_config
-from bench.tasks import DEFAULT_SPEC, VOCAB_SIZE, WordTokenizer, make_problems
+from bench.accuracy import train_reasoner as tr
+from bench.accuracy.reasoner import PRESETS, count_parameters, load_checkpoint, model_config
+from bench.accuracy.tasks import DEFAULT_SPEC, VOCAB_SIZE, WordTokenizer, make_problems
 
 pytestmark = pytest.mark.hf  # CI runs these on both ends of the transformers range
 

@@ -1,7 +1,7 @@
 """Accuracy vs KV budget for every policy, and a teacher-forced fidelity mode for any model.
 
     # the trained reasoner, every policy, L = 1/16 .. 1/2 of a 2048-token decode (GPU)
-    python -m bench.accuracy accuracy --model bench/checkpoints/reasoner --decode-tokens 2048 --n 128
+    python -m bench.accuracy accuracy --model bench/accuracy/checkpoints/reasoner --decode-tokens 2048 --n 128
     # any local HF causal LM on a text/jsonl file: per-step KL(dense || policy), top-1 agreement
     python -m bench.accuracy fidelity --model /path/to/hf_model --data notes.jsonl --decode-tokens 1024
     # runs split by policy (each under a time limit), then one table and plot
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
-from bench.harness.fidelity import FidelitySettings, load_sequences, run_fidelity
-from bench.harness.policies import FRACTIONS, PEER_POLICIES, raas_applier
-from bench.harness.report import accuracy_plot, environment, markdown_table, write_json
-from bench.harness.sweep import SweepSettings, run_accuracy
+from bench.accuracy.harness.fidelity import FidelitySettings, load_sequences, run_fidelity
+from bench.accuracy.harness.policies import FRACTIONS, PEER_POLICIES, raas_applier
+from bench.accuracy.harness.report import accuracy_plot, environment, markdown_table, write_json
+from bench.accuracy.harness.sweep import SweepSettings, run_accuracy
 
 ACC_COLUMNS = ["policy", "budget_fraction", "budget_tokens", "accuracy", "ci_low", "ci_high", "n",
                "chain_accuracy", "mean_generated_tokens", "phoenix_error_share"]
@@ -80,7 +80,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def load_any(path: Path, device: str, dtype: torch.dtype):
     """(model, encode) for a reasoner checkpoint or any local HF causal LM (no downloads)."""
-    from bench.reasoner import is_checkpoint, load_checkpoint
+    from bench.accuracy.reasoner import is_checkpoint, load_checkpoint
 
     if is_checkpoint(path):
         model, tok, spec = load_checkpoint(path, device, dtype)
@@ -189,7 +189,7 @@ def _fidelity(args, model, encode, task, tag: str, meta: dict) -> dict:
     if args.data == "task":
         if task is None:
             raise ValueError("--data task needs a reasoner checkpoint.")
-        from bench.tasks import make_problems
+        from bench.accuracy.tasks import make_problems
         tok, spec = task
         pairs = [(tok.encode(p.prompt), tok.encode(p.chain))
                  for p in make_problems("test", args.n, args.decode_tokens, spec=spec)]

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from bench.tasks import VOCAB_SIZE, Problem, TaskSpec, WordTokenizer, check
+from bench.accuracy.tasks import VOCAB_SIZE, Problem, TaskSpec, WordTokenizer, check
 
 META = "reasoner.json"  # vocabulary and task spec, beside transformers' files
 
@@ -74,7 +74,7 @@ def load_checkpoint(path: str | Path, device: str = "cpu",
     path = Path(path)
     if not is_checkpoint(path):
         raise FileNotFoundError(f"{path} is not a reasoner checkpoint (no {META}); "
-                                f"train one with bench/train_reasoner.py.")
+                                f"train one with bench/accuracy/train_reasoner.py.")
     model = LlamaForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
     meta = json.loads((path / META).read_text())
     return model, WordTokenizer(tuple(meta["words"])), TaskSpec(**meta["task_spec"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from bench.tasks.vocab import FACT_NAMES, REGISTER_NAMES
+from bench.accuracy.tasks.vocab import FACT_NAMES, REGISTER_NAMES
 
 TEST_MODULUS = 13
 SPLIT_TAGS = {"train": 1, "test": 2}

@@ -1,17 +1,17 @@
 """Long chain-of-thought problems with exact answers, over a tiny word vocabulary.
 
-    from bench.tasks import make_problems, check
+    from bench.accuracy.tasks import make_problems, check
     problems = make_problems("test", count=100, decode_tokens=2048, seed=0)
     verdict = check(problems[0].prompt, generated_text)
 
 See generate.py for the rules and spec.py for the train/test partition.
 """
 
-from bench.tasks.batch import Batch, train_batch
-from bench.tasks.checker import Verdict, check, expected_answer, extract_answer
-from bench.tasks.generate import Problem, make_problem, make_problems
-from bench.tasks.spec import DEFAULT_SPEC, TaskSpec, is_test_facts
-from bench.tasks.vocab import VOCAB_SIZE, WordTokenizer
+from bench.accuracy.tasks.batch import Batch, train_batch
+from bench.accuracy.tasks.checker import Verdict, check, expected_answer, extract_answer
+from bench.accuracy.tasks.generate import Problem, make_problem, make_problems
+from bench.accuracy.tasks.spec import DEFAULT_SPEC, TaskSpec, is_test_facts
+from bench.accuracy.tasks.vocab import VOCAB_SIZE, WordTokenizer
 
 __all__ = [
     "Batch", "DEFAULT_SPEC", "Problem", "TaskSpec", "VOCAB_SIZE", "Verdict", "WordTokenizer",

@@ -1,8 +1,8 @@
 """Train the small reasoning model on generated chains, time-boxed by wall clock.
 
-    python -m bench.train_reasoner --out bench/checkpoints/reasoner --minutes 8      # H100
-    python -m bench.train_reasoner --tiny --steps 30 --out /tmp/tiny                  # CPU smoke
-    python -m bench.train_reasoner --out $OUT/r2 --minutes 7 --init-from bench/checkpoints/reasoner \
+    python -m bench.accuracy.train_reasoner --out bench/accuracy/checkpoints/reasoner --minutes 8      # H100
+    python -m bench.accuracy.train_reasoner --tiny --steps 30 --out /tmp/tiny                  # CPU smoke
+    python -m bench.accuracy.train_reasoner --out $OUT/r2 --minutes 7 --init-from bench/accuracy/checkpoints/reasoner \
         --ramp 0 --lr 5e-4 --warmup 20                                               # continue
 
 Teacher forcing on prompt + chain + answer; the loss scores the chain and answer tokens (the
@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.reasoner import count_parameters, dense_accuracy, model_config, save_checkpoint
-from bench.tasks import DEFAULT_SPEC, WordTokenizer, make_problems, train_batch
+from bench.accuracy.reasoner import count_parameters, dense_accuracy, model_config, save_checkpoint
+from bench.accuracy.tasks import DEFAULT_SPEC, WordTokenizer, make_problems, train_batch
 
 SEQ_MULTIPLE = 128  # round sequence lengths up to this, so few distinct shapes occur
 

@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
-from bench.harness.policies import (
+from bench.accuracy.harness.policies import (
     FRACTIONS, PEER_POLICIES, Applier, budget_problem, budget_tokens, policy_applied,
 )
-from bench.harness.stats import wilson
-from bench.reasoner import greedy_outputs, score_outputs
-from bench.tasks import TaskSpec, WordTokenizer, make_problems
+from bench.accuracy.harness.stats import wilson
+from bench.accuracy.reasoner import greedy_outputs, score_outputs
+from bench.accuracy.tasks import TaskSpec, WordTokenizer, make_problems
 
 KEEP_ALL = ("dense",)  # policies that run once, at budget_fraction 1.0
 

@@ -3,8 +3,8 @@ and per-token latency as the decode grows, KV-cache bytes and GPU memory, for de
 static cache, compiled by generate()) vs RaaS (apply_raas(compile=True, cuda_graph=True),
 L = 1024 and 2048). Run from the repository root:
 
-    python -m bench.generate                 # H100: batch 8, up to 32k tokens
-    python -m bench.generate --tiny --device cpu --max-new-tokens 96 --no-compile
+    python -m bench.e2e.generate                 # H100: batch 8, up to 32k tokens
+    python -m bench.e2e.generate --tiny --device cpu --max-new-tokens 96 --no-compile
 
 Writes bench/results/generate_<device>.json (rows: method, L, batch, decode_len, tokens_per_s,
 per_token_ms, kv_bytes, allocated_bytes, ...) and PNGs (tokens/s and memory vs decode length).
@@ -207,7 +207,7 @@ def main(argv=None) -> dict:
     ids = torch.randint(1, vocab - 1, (args.batch, PROMPT_LEN), device=device)
     result = dict(device=name, torch=torch.__version__, transformers=transformers.__version__,
                   triton=_triton_version(), weights_bytes=weights, prompt_len=PROMPT_LEN,
-                  command="python -m bench.generate " + " ".join(sys.argv[1:]),
+                  command="python -m bench.e2e.generate " + " ".join(sys.argv[1:]),
                   args=vars(args), runs=[], rows=[], errors=[])
     for method, budget in [("dense", None)] + [("raas", b) for b in args.budgets]:
         t0 = time.time()

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.tasks.spec import DEFAULT_SPEC, N_FACTS, TEST_MODULUS, TaskSpec
-from bench.tasks.vocab import (
+from bench.accuracy.tasks.spec import DEFAULT_SPEC, N_FACTS, TEST_MODULUS, TaskSpec
+from bench.accuracy.tasks.vocab import (
     ANS, BOS, END_STEP, EOS, EQUALS, FACT_NAMES, MINUS, PLUS, REGISTER_NAMES, THINK,
     WordTokenizer, fact_word,
 )

@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from bench.harness.policies import (
+from bench.accuracy.harness.policies import (
     FRACTIONS, PEER_POLICIES, Applier, budget_problem, budget_tokens, policy_applied,
 )
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.tasks.spec import DEFAULT_SPEC, N_FACTS, SPLIT_TAGS, TaskSpec, check_split, is_test_facts
-from bench.tasks.vocab import (
+from bench.accuracy.tasks.spec import DEFAULT_SPEC, N_FACTS, SPLIT_TAGS, TaskSpec, check_split, is_test_facts
+from bench.accuracy.tasks.vocab import (
     ANS, BOS, END_STEP, EOS, EQUALS, FACT_NAMES, MINUS, PLUS, REGISTER_NAMES, THINK, fact_word,
 )
 

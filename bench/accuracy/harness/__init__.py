@@ -1,0 +1,1 @@
+"""Pieces of bench/accuracy/cli.py: statistics, policy application, reports, fidelity."""

@@ -1,0 +1,1 @@
+"""End to end: generate() throughput and memory (python -m bench.e2e.generate)."""

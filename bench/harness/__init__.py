@@ -1,1 +1,0 @@
-"""Pieces of bench/accuracy.py: statistics, policy application, reports, fidelity."""
