@@ -1,7 +1,7 @@
 """Speed: the decode step as one compiled graph, and guards that prove it stays one graph.
 
 `compile_decode_step()` is the path for every policy, CPU and GPU. The experimental fused
-Triton RaaS step lives in bench/fused_raas.py (a benchmark study, not reachable from
+Triton RaaS step lives in bench/latency/fused_raas.py (a benchmark study, not reachable from
 apply_raas); see bench/NOTES.md for when it was faster.
 """
 

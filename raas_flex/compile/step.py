@@ -28,7 +28,7 @@ def compile_decode_step(mode: str | None = None) -> Callable:
     Call it as `step(q, k, v, cache, policy, step_tensor, scale)` with q [B, Hq, 1, D],
     k, v [B, H, 1, D], step_tensor a 0-d int64 tensor and scale a float; it mutates `cache`
     in place and returns [B, Hq, 1, D]. mode=None is the plain Inductor graph (capture it
-    yourself with torch.cuda.CUDAGraph, as bench/decode_attention.py does);
+    yourself with torch.cuda.CUDAGraph, as bench/latency/decode_attention.py does);
     "reduce-overhead" lets Inductor's CUDA-graph trees capture it.
     """
     if mode not in COMPILE_MODES:

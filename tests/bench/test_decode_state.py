@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import raas_flex as rf
-from bench.decode_state import seen_cache
+from bench.latency.decode_state import seen_cache
 from raas_flex.cache.quant import dequantize
 
 

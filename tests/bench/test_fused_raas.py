@@ -2,7 +2,7 @@
 
 Runs the Triton kernel through Triton's CPU interpreter (TRITON_INTERPRET=1), so it needs
 the `triton` package and is skipped where it is absent (CI's CPU torch has none). The GPU
-check of the whole fused step is bench/decode_probe.py (results in bench/results/).
+check of the whole fused step is bench/latency/decode_probe.py (results in bench/results/).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def _seen_cache(policy, batch: int, heads: int, dim: int, gen: torch.Generator):
                     reason="needs Triton's interpreter")
 @pytest.mark.parametrize("budget,page", [(96, 16), (128, 32)])
 def test_fused_kernel_matches_generic_step(budget: int, page: int) -> None:
-    from bench.fused_raas import _raas_manage
+    from bench.latency.fused_raas import _raas_manage
 
     gen = torch.Generator().manual_seed(budget)
     B, H, G, D = 2, 2, 4, 32

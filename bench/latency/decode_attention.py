@@ -1,6 +1,6 @@
 """Per-layer decode-step latency on the GPU: RaaS step vs every policy vs SDPA vs dense flex.
 
-Run from the repository root:  PYTHONPATH=$PWD python bench/decode_attention.py [--quick]
+Run from the repository root:  python -m bench.latency.decode_attention [--quick]
 Writes bench/results/decode_latency_<device>.json (or --out) and a PNG of latency vs N.
 See bench/NOTES.md for predictions and findings.
 """
@@ -15,11 +15,10 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
 
 import raas_flex as rf  # noqa: E402
-import decode_cases as cases  # noqa: E402
-from decode_timing import copy_bandwidth, graph_median_ms, launch_ms  # noqa: E402
+from bench.latency import decode_cases as cases  # noqa: E402
+from bench.latency.decode_timing import copy_bandwidth, graph_median_ms, launch_ms  # noqa: E402
 
 K = 1024
 DEFAULT = dict(L=2048, P=16, B=1)
@@ -170,13 +169,13 @@ def main() -> None:
     result = run(args, out)
     add_ratios(result["rows"])
     result.update(device=device, torch=torch.__version__, triton=triton.__version__,
-                  command="PYTHONPATH=$PWD python " + " ".join(sys.argv),
+                  command="python -m bench.latency.decode_attention " + " ".join(sys.argv[1:]),
                   kernel_options=args.kernel_options, wall_s=time.time() - t0,
                   policies=list(rf.available_policies()))
     with open(out, "w") as f:
         json.dump(result, f, indent=1)
     try:
-        from plot_decode import plot
+        from bench.latency.plot_decode import plot
         plot(out, out.replace(".json", ".png"))
     except Exception as exc:  # plotting is optional on the device
         print("plot skipped:", exc)

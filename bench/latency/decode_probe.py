@@ -1,24 +1,21 @@
 """GPU checks before the benchmark: compiled step == eager step == float64 reference,
 the CUDA-graph capture works, what reduce-overhead does, and where the step's time goes.
 
-PYTHONPATH=$PWD python bench/decode_probe.py [--variants] [--profile]
+python -m bench.latency.decode_probe [--variants] [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
 
 import raas_flex as rf  # noqa: E402
-import decode_cases as cases  # noqa: E402
-from decode_state import seen_cache  # noqa: E402
-from decode_timing import capture, graph_median_ms  # noqa: E402
+from bench.latency import decode_cases as cases  # noqa: E402
+from bench.latency.decode_state import seen_cache  # noqa: E402
+from bench.latency.decode_timing import capture, graph_median_ms  # noqa: E402
 from raas_flex.compile import clone_cache, compile_decode_step  # noqa: E402
 from raas_flex.functional import decode_step_tensors  # noqa: E402
 
@@ -63,7 +60,7 @@ def check(name: str, batch: int, n: int, budget: int, page: int, steps: int) -> 
 def check_fused(batch: int, n: int, budget: int, page: int, steps: int,
                 compiled: bool = True) -> None:
     """Fused-kernel RaaS step vs the generic eager step, from one state, step by step."""
-    from bench.fused_raas import FusedRaaSStep
+    from bench.latency.fused_raas import FusedRaaSStep
     gen = torch.Generator(device="cuda").manual_seed(3)
     policy = rf.make_policy(rf.RaaSConfig(budget=budget, page_size=page))
     cache, step = seen_cache(policy, batch, 8, 128, n, 0, torch.bfloat16, "cuda", gen)

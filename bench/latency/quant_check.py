@@ -6,7 +6,7 @@ reports: output difference, identical decisions and codes, graphs/breaks, and wh
 Inductor's code allocates any buffer the size of the pool (a dequantized copy would be one).
 Also the pool bytes at Llama-3-8B head shapes. CUDA only (Inductor's CPU flex rejects 8-bit
 K/V). Run from the repository root:
-    python -m bench.quant_check --out bench/results/quant_check_h100.json
+    python -m bench.latency.quant_check --out bench/results/quant_check_h100.json
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from raas_flex.compile import compile_decode_step
 from raas_flex.compile.step import clone_cache
 from raas_flex.attention import attend_visible, device_kernel_options, fold_gqa
 from raas_flex.functional import decode_step_tensors
-from bench.decode_state import seen_cache
+from bench.latency.decode_state import seen_cache
 
 B, HQ, H, D, P, L, N = 1, 32, 8, 128, 16, 2048, 16384
 STEPS = 64
@@ -127,7 +127,7 @@ def main() -> None:
                                error=f"{type(exc).__name__}: {str(exc)[-1500:]}"))
         print(json.dumps(checks[-1]), flush=True)
     result = dict(checks=checks, pool_bytes=pool_bytes(), device=torch.cuda.get_device_name(),
-                  torch=torch.__version__, command="python -m bench.quant_check " + " ".join(sys.argv[1:]),
+                  torch=torch.__version__, command="python -m bench.latency.quant_check " + " ".join(sys.argv[1:]),
                   kernel_options=args.kernel_options,
                   decode_kernel_options=device_kernel_options("cuda", args.kernel_options),
                   shapes=dict(batch=B, q_heads=HQ, kv_heads=H, head_dim=D, page=P, budget=L,

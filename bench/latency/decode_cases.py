@@ -1,4 +1,4 @@
-"""The callables bench/decode_attention.py times: one decode step of one layer each.
+"""The callables bench/latency/decode_attention.py times: one decode step of one layer each.
 
 Every builder returns (fn, kv_bytes): fn() runs the step on static tensors (so a CUDA graph
 can capture it) and kv_bytes is what the step must at least read of K and V.
@@ -19,7 +19,7 @@ from raas_flex.compile import compile_decode_step
 from raas_flex.attention import attend_visible
 from raas_flex.masks import decode_block_mask
 
-from decode_state import seen_cache
+from bench.latency.decode_state import seen_cache
 
 Q_HEADS, KV_HEADS, HEAD_DIM = 32, 8, 128
 GROUP = Q_HEADS // KV_HEADS
@@ -69,7 +69,7 @@ def policy_step(name: str, n: int, budget: int, page: int, batch: int,
 def raas_fused_step(n: int, budget: int, page: int, batch: int, gen: torch.Generator,
                     kernel_options: dict | None = None, compiled: bool = True) -> Case:
     """The RaaS step with its bookkeeping fused into one Triton kernel (CUDA only)."""
-    from bench.fused_raas import FusedRaaSStep
+    from bench.latency.fused_raas import FusedRaaSStep
     policy = rf.make_policy(rf.RaaSConfig(budget=budget, page_size=page))
     cache, step = seen_cache(policy, batch, KV_HEADS, HEAD_DIM, n, 0, torch.bfloat16,
                              "cuda", gen)
