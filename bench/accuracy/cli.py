@@ -5,9 +5,9 @@
     # any local HF causal LM on a text/jsonl file: per-step KL(dense || policy), top-1 agreement
     python -m bench.accuracy fidelity --model /path/to/hf_model --data notes.jsonl --decode-tokens 1024
     # runs split by policy (each under a time limit), then one table and plot
-    python -m bench.accuracy merge bench/results/accuracy_a.json bench/results/accuracy_b.json --tag all
+    python -m bench.accuracy merge bench/results/accuracy/accuracy_a.json bench/results/accuracy/accuracy_b.json --tag all
 
-Writes bench/results/accuracy_<tag>.{json,md,png} (or fidelity_<tag>.{json,md}). Policies run
+Writes bench/results/accuracy/accuracy_<tag>.{json,md,png} (or fidelity_<tag>.{json,md}). Policies run
 through raas_flex.apply_raas(model, budget=, page_size=, policy=) + model.generate(); the row
 'hf' is plain transformers greedy decoding, the reference every policy is judged against.
 """
@@ -57,7 +57,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                             "no on the CPU (each new graph costs ~25 s to compile there)")
         q.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                        help="default: bfloat16 on CUDA, float32 on CPU")
-        q.add_argument("--out-dir", type=Path, default=Path("bench/results"))
+        q.add_argument("--out-dir", type=Path, default=Path("bench/results/accuracy"))
         q.add_argument("--tag", default=None, help="results file suffix")
         q.add_argument("--no-progress", action="store_true")
     acc = sub.choices["accuracy"]
@@ -72,7 +72,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     fid.add_argument("--prompt-tokens", type=int, default=128)
     merge = sub.add_parser("merge", help="combine accuracy JSONs (e.g. one run per policy)")
     merge.add_argument("inputs", nargs="+", type=Path)
-    merge.add_argument("--out-dir", type=Path, default=Path("bench/results"))
+    merge.add_argument("--out-dir", type=Path, default=Path("bench/results/accuracy"))
     merge.add_argument("--tag", required=True)
     merge.add_argument("--no-plot", action="store_true")
     return p.parse_args(argv)

@@ -6,7 +6,7 @@ L = 1024 and 2048). Run from the repository root:
     python -m bench.e2e.generate                 # H100: batch 8, up to 32k tokens
     python -m bench.e2e.generate --tiny --device cpu --max-new-tokens 96 --no-compile
 
-Writes bench/results/generate_<device>.json (rows: method, L, batch, decode_len, tokens_per_s,
+Writes bench/results/e2e/generate_<device>.json (rows: method, L, batch, decode_len, tokens_per_s,
 per_token_ms, kv_bytes, allocated_bytes, ...) and PNGs (tokens/s and memory vs decode length).
 Each method stops at --max-new-tokens or after --time-cap seconds of decoding, whichever comes
 first; the rows say how far it got. The model's eos_token_id is unset, so no sequence ends
@@ -199,7 +199,7 @@ def main(argv=None) -> dict:
     import transformers
     device = torch.device(args.device)
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
-    out = args.out or f"bench/results/generate_{name.split()[-1].lower()}.json"
+    out = args.out or f"bench/results/e2e/generate_{name.split()[-1].lower()}.json"
     torch.manual_seed(0)
     model = llama_1b(args.device, args.tiny)
     weights = _allocated(device)

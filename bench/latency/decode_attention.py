@@ -1,7 +1,7 @@
 """Per-layer decode-step latency on the GPU: RaaS step vs every policy vs SDPA vs dense flex.
 
 Run from the repository root:  python -m bench.latency.decode_attention [--quick]
-Writes bench/results/decode_latency_<device>.json (or --out) and a PNG of latency vs N.
+Writes bench/results/latency/decode_latency_<device>.json (or --out) and a PNG of latency vs N.
 See bench/NOTES.md for predictions and findings.
 """
 
@@ -164,7 +164,7 @@ def main() -> None:
     import triton
     t0 = time.time()
     device = torch.cuda.get_device_name()
-    out = args.out or f"bench/results/decode_latency_{device.split()[-1].lower()}.json"
+    out = args.out or f"bench/results/latency/decode_latency_{device.split()[-1].lower()}.json"
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
     result = run(args, out)
     add_ratios(result["rows"])

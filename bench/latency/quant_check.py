@@ -6,7 +6,7 @@ reports: output difference, identical decisions and codes, graphs/breaks, and wh
 Inductor's code allocates any buffer the size of the pool (a dequantized copy would be one).
 Also the pool bytes at Llama-3-8B head shapes. CUDA only (Inductor's CPU flex rejects 8-bit
 K/V). Run from the repository root:
-    python -m bench.latency.quant_check --out bench/results/quant_check_h100.json
+    python -m bench.latency.quant_check --out bench/results/latency/quant_check_h100.json
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--kernel-options", type=json.loads, default=None,
                         help='decode flex kernel_options for every step, e.g. \'{"num_stages": 3}\'')
-    parser.add_argument("--out", default="bench/results/quant_check.json")
+    parser.add_argument("--out", default="bench/results/latency/quant_check.json")
     args = parser.parse_args()
     global KERNEL_OPTIONS  # noqa: PLW0603 (a script-level setting)
     KERNEL_OPTIONS = args.kernel_options

@@ -69,7 +69,7 @@ def store_tokens(cache: LayerCache, index: tuple, k: torch.Tensor, v: torch.Tens
     v_codes, v_scale = quantize(v, cache.v.dtype)
     # Straight into the 8-bit pool, never through a uint8 view: on CUDA, Inductor turned
     # a write through a dtype view followed by flex's read into a pool-sized copy that flex
-    # then read wrongly (bench/results/quant_check_h100*.json).
+    # then read wrongly (bench/results/latency/quant_check_h100*.json).
     _put(cache.k, index, k_codes)
     _put(cache.v, index, v_codes)
     _put(cache.k_scale, index, k_scale)

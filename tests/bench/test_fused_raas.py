@@ -2,7 +2,7 @@
 
 Runs the Triton kernel through Triton's CPU interpreter (TRITON_INTERPRET=1), so it needs
 the `triton` package and is skipped where it is absent (CI's CPU torch has none). The GPU
-check of the whole fused step is bench/latency/decode_probe.py (results in bench/results/).
+check of the whole fused step is bench/latency/decode_probe.py (results in bench/results/latency/).
 """
 
 from __future__ import annotations

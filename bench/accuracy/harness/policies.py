@@ -14,7 +14,7 @@ from typing import Callable
 
 from raas_flex.policies import available_policies
 
-# Every registered policy but raas_hsr, which has no accuracy run yet (bench/results holds
+# Every registered policy but raas_hsr, which has no accuracy run yet (bench/results/accuracy holds
 # the eight measured here); pass --policies raas_hsr to measure it.
 PEER_POLICIES = tuple(name for name in available_policies() if name != "raas_hsr")
 FRACTIONS = (1 / 16, 1 / 8, 1 / 4, 1 / 2)
