@@ -19,9 +19,11 @@ from raas_flex.cache import (
 )
 from raas_flex.config import RaaSConfig, check_dtype
 from raas_flex.masks import (
-    causal_padding_mask, decode_block_mask, prefill_block_mask, visible_token_mask,
+    causal_padding_mask, decode_block_mask, listed_block_mask, prefill_block_mask,
+    visible_token_mask,
 )
 from raas_flex.policies import Policy
+from raas_flex.policies.raas import RaaSPolicy
 from raas_flex.sizing import check_prompt_fits, pool_slots
 
 # kernel_options for the decode flex_attention call. None: the measured default for the
@@ -31,6 +33,10 @@ DECODE_KERNEL_OPTIONS: dict | None = None
 # 1.5x faster at batch 32 (290 -> 193 us, bench/results/decode_latency_h100_quant*.json).
 # Measured on sm90 only, so other GPUs keep torch's defaults.
 HOPPER_DECODE_OPTIONS = {"num_stages": 3}
+# On CUDA the default RaaS policy's step runs its bookkeeping as one Triton kernel
+# (raas_flex.compile.raas_kernel); False sends it through the generic step below too (for
+# comparisons: bench/decode_attention.py's "raas_generic" rows).
+RAAS_KERNEL = True
 # Filled on the host when a pool is allocated and read while tracing: a compiled step never
 # queries the device, it only reads this dict (Dynamo guards on it).
 _DEVICE_DECODE_OPTIONS: dict[str, dict | None] = {}
@@ -107,6 +113,9 @@ def decode_step_tensors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                         cache: LayerCache, policy: Policy, step: torch.Tensor,
                         scale: float) -> torch.Tensor:
     """One decode step, branch-free and sync-free. q [B, Hq, 1, D]; k, v [B, H, 1, D]."""
+    if uses_raas_kernel(cache, policy):
+        from raas_flex.compile.raas_kernel import raas_decode_step
+        return raas_decode_step(q, k, v, cache, policy, step, scale)
     B, Hq, _, D = q.shape
     H = k.shape[1]
     opened = open_page_if_needed(cache, policy.eviction_key(cache, step), step)
@@ -116,31 +125,51 @@ def decode_step_tensors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     query = _materialised_on_cpu(fold_gqa(q, H).to(compute))  # [B, H, G, D]
     scores = policy.score(query, cache, scale)
     policy.update(cache, scores, step)
-    visible = policy.select(cache, scores, step)
+    visible, blocks = policy.select_blocks(cache, scores, step)
     slots = torch.arange(cache.num_slots, device=q.device).expand_as(cache.visible)
     cache.visible.scatter_(-1, slots, visible.to(torch.int32))  # in place: read by mask_mod
-    out = attend_visible(query, cache, scale, policy.config.attention_kernel)
+    out = attend_visible(query, cache, scale, policy.config.attention_kernel, blocks)
     return out.reshape(B, Hq, 1, D).to(q.dtype)
 
 
+def uses_raas_kernel(cache: LayerCache, policy: Policy) -> bool:
+    """Whether decode_step_tensors runs the CUDA RaaS kernel step for this layer: the
+    default policy (raas, top_ratio importance, bound scores, flex attention) on CUDA."""
+    c = policy.config
+    return (RAAS_KERNEL and cache.k.device.type == "cuda" and type(policy) is RaaSPolicy
+            and c.importance == "top_ratio" and c.score_source == "bound"
+            and c.attention_kernel == "flex")
+
+
 def attend_visible(query: torch.Tensor, cache: LayerCache, scale: float,
-                   kernel: str = "flex") -> torch.Tensor:
-    """Attention of query [B, H, G, D] over the pool tokens `cache.visible` selects."""
+                   kernel: str = "flex", blocks: tuple | None = None) -> torch.Tensor:
+    """Attention of query [B, H, G, D] over the pool tokens `cache.visible` selects.
+
+    blocks: (count, index), the pages the kernel reads (Policy.attend_blocks; they must
+    include every page with visible > 0), or None to compact `visible` into block lists.
+    """
     if cache.quantized:
         if kernel != "flex":
             raise ValueError("a quantized pool is dequantized inside FlexAttention only; "
                              'use attention_kernel="flex".')
-        return _attend_quantized(query, cache, scale)
+        return _attend_quantized(query, cache, scale, blocks)
     if kernel == "sdpa":
         mask = visible_token_mask(cache.visible, cache.page_size)
         return F.scaled_dot_product_attention(query, cache.k, cache.v, attn_mask=mask,
                                               scale=scale)
-    block_mask = decode_block_mask(cache.visible, cache.page_size, query.shape[2])
+    block_mask = _decode_mask(cache, query.shape[2], blocks)
     return flex_attention(query, cache.k, cache.v, block_mask=block_mask, scale=scale,
                           kernel_options=decode_kernel_options(query.device.type))
 
 
-def _attend_quantized(query: torch.Tensor, cache: LayerCache, scale: float) -> torch.Tensor:
+def _decode_mask(cache: LayerCache, rows: int, blocks: tuple | None):
+    if blocks is None:
+        return decode_block_mask(cache.visible, cache.page_size, rows)
+    return listed_block_mask(cache.visible, cache.page_size, rows, *blocks)
+
+
+def _attend_quantized(query: torch.Tensor, cache: LayerCache, scale: float,
+                      blocks: tuple | None = None) -> torch.Tensor:
     """attend_visible over 8-bit K/V codes, dequantized inside one flex call.
 
     K: the score_mod multiplies each score q·k̂ by its token's k_scale. V: flex has no
@@ -158,7 +187,7 @@ def _attend_quantized(query: torch.Tensor, cache: LayerCache, scale: float) -> t
         fold = torch.where(q_idx < G, v_logscale[b, h, kv_idx], 0.0)
         return score * k_scale[b, h, kv_idx] + fold
 
-    block_mask = decode_block_mask(cache.visible, cache.page_size, 2 * G)
+    block_mask = _decode_mask(cache, 2 * G, blocks)
     out, aux = flex_attention(torch.cat([query, query], dim=2), cache.k, cache.v,
                               score_mod=dequantize_scores, block_mask=block_mask,
                               scale=scale,

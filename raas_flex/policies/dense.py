@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from raas_flex.policies.base import Policy
+import torch
+
+from raas_flex.cache.pool import LayerCache
+from raas_flex.masks.decode import pool_blocks
+from raas_flex.policies.base import Blocks, Policy
 
 
 class DensePolicy(Policy):
@@ -10,3 +14,8 @@ class DensePolicy(Policy):
 
     name = "dense"
     keeps_all = True
+
+    def attend_blocks(self, cache: LayerCache) -> Blocks:
+        """Every held page, listed without a compaction: slots 0 .. (last held slot)."""
+        slots = torch.arange(1, cache.num_slots + 1, device=cache.fill.device)
+        return pool_blocks(cache.visible, torch.where(cache.fill > 0, slots, 0).amax(-1))
