@@ -33,10 +33,12 @@ DECODE_KERNEL_OPTIONS: dict | None = None
 # 1.5x faster at batch 32 (290 -> 193 us, bench/results/decode_latency_h100_quant*.json).
 # Measured on sm90 only, so other GPUs keep torch's defaults.
 HOPPER_DECODE_OPTIONS = {"num_stages": 3}
-# On CUDA the default RaaS policy's step runs its bookkeeping as one Triton kernel
-# (raas_flex.compile.raas_kernel); False sends it through the generic step below too (for
-# comparisons: bench/decode_attention.py's "raas_generic" rows).
-RAAS_KERNEL = True
+# True: on CUDA the default RaaS policy's step runs its bookkeeping as one Triton kernel
+# (raas_flex.compile.raas_kernel). Off by default: measured on the H200 (bench/NOTES.md,
+# issue 15) the kernel alone took 20.7 us, the whole step 64 us against 37.7 us for the
+# generic step below, whose ~13 small Inductor kernels cost less than that one program
+# per (sequence, kv head).
+RAAS_KERNEL = False
 # Filled on the host when a pool is allocated and read while tracing: a compiled step never
 # queries the device, it only reads this dict (Dynamo guards on it).
 _DEVICE_DECODE_OPTIONS: dict[str, dict | None] = {}

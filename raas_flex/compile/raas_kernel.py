@@ -34,7 +34,7 @@ BIG: tl.constexpr = tl.constexpr(1 << 62)  # "never" for int64 victim keys
 @triton.jit
 def _raas_bookkeep(q_ptr, k_ptr, kmin_ptr, kmax_ptr, fill_ptr, visible_ptr, ts_ptr,
                    pinned_ptr, page_ptr, current_ptr, length_ptr, overflow_ptr, step_ptr,
-                   scale, ratio,
+                   consts_ptr,
                    H: tl.constexpr, S: tl.constexpr, SB: tl.constexpr, P: tl.constexpr,
                    D: tl.constexpr, DC: tl.constexpr, G: tl.constexpr, GB: tl.constexpr):
     pid = tl.program_id(0)  # one (sequence b, kv head h)
@@ -100,6 +100,10 @@ def _raas_bookkeep(q_ptr, k_ptr, kmin_ptr, kmax_ptr, fill_ptr, visible_ptr, ts_p
     tl.store(kmin_ptr + cur_row, lo)
     tl.store(kmax_ptr + cur_row, hi)
     acc = tl.where(g_ok[:, None], acc, float("-inf"))
+    # scale and ratio come as float32 values in memory: Inductor would pass Python floats
+    # as float64, and the generic step multiplies float32 tensors by them in float32.
+    scale = tl.load(consts_ptr)
+    ratio = tl.load(consts_ptr + 1)
     score = tl.max(acc, axis=0) * scale
     live = (fill > 0) & ok
 
@@ -133,7 +137,8 @@ def raas_bookkeep(query: torch.Tensor, key: torch.Tensor, cache: LayerCache,
     G, D = query.shape[2], query.shape[3]
     torch.library.wrap_triton(_raas_bookkeep)[(B * H,)](
         query, key, c.kmin, c.kmax, c.fill, c.visible, c.timestamp, c.pinned, c.page_id,
-        c.current, c.length, c.overflow, step, scale, ratio,
+        c.current, c.length, c.overflow, step,
+        torch.tensor([scale, ratio], dtype=torch.float32, device=c.fill.device),
         H=H, S=S, SB=triton.next_power_of_2(S), P=c.page_size, D=D, DC=min(D, 16), G=G,
         GB=max(triton.next_power_of_2(G), 2), num_warps=4)
 

@@ -22,11 +22,18 @@ def page_bound(q: torch.Tensor, cache: LayerCache, scale: float) -> torch.Tensor
     large ones as two batched matmuls, so eager mode never materialises [B, H, G, S, D].
     """
     qf = q.float()
-    if qf.shape[2] * cache.kmax.numel() <= FUSED_BOUND_ELEMENTS:
+    # Compiled, every pool size takes the broadcast-reduce: Inductor emits one reduction
+    # over D without materialising [B, H, G, S, D]. The fp32 GEMMs with G = 4 rows ran at
+    # 39 us each over a 9,217-slot pool on the H200 (issue 15), ~4x their bytes.
+    small = qf.shape[2] * cache.kmax.numel() <= FUSED_BOUND_ELEMENTS
+    if small or torch.compiler.is_compiling():
         kmax = torch.nan_to_num(cache.kmax, neginf=0.0)  # empty slots: masked below
         kmin = torch.nan_to_num(cache.kmin, posinf=0.0)
-        qe = qf[:, :, :, None, :]  # [B, H, G, 1, D]
-        bound = (qe.clamp(min=0) * kmax[:, :, None] + qe.clamp(max=0) * kmin[:, :, None]).sum(-1)
+        # [B, H, S, G] with G innermost: a reduction program's neighbouring outputs share
+        # one summary row (read once, not once per query head).
+        qe = qf[:, :, None]  # [B, H, 1, G, D]
+        bound = (qe.clamp(min=0) * kmax[:, :, :, None]
+                 + qe.clamp(max=0) * kmin[:, :, :, None]).sum(-1).transpose(-1, -2)
     else:
         # Straight from the summaries: the ±inf rows of empty slots give inf/NaN only in
         # their own columns, which the masked_fill below overwrites (a held page's
