@@ -2,7 +2,9 @@
 
 `compile_decode_step()` is the generic path (any policy, CPU and GPU). On CUDA,
 `raas_flex.compile.fused_raas.FusedRaaSStep` (imported on demand: it needs Triton) runs the
-RaaS policy's bookkeeping as one Triton kernel; see bench/NOTES.md for when it is faster.
+RaaS policy's bookkeeping as one Triton kernel (v1, own block-mask buffers), and
+`raas_flex.compile.raas_kernel` a v2 kernel that `decode_step_tensors` uses when
+`raas_flex.functional.RAAS_KERNEL` is set; see bench/NOTES.md for when either is faster.
 """
 
 from raas_flex.compile.guards import compile_count, count_graph_breaks, recompile_count

@@ -1,8 +1,10 @@
 """The RaaS decode step on CUDA: one Triton kernel for the bookkeeping, no mask compaction.
 
-`decode_step_tensors` sends the default policy (RaaSPolicy, importance="top_ratio",
-score_source="bound", attention_kernel="flex") here on CUDA, so `apply_raas(compile=True,
-cuda_graph=True)` runs it. A step is:
+Opt-in: with `raas_flex.functional.RAAS_KERNEL = True`, `decode_step_tensors` sends the
+default policy (RaaSPolicy, importance="top_ratio", score_source="bound",
+attention_kernel="flex") here on CUDA. Off by default because it measured slower on the
+H200 (kernel 20.7 us, step 66 us vs 37.7 us generic at batch 1; bench/NOTES.md, issue 15).
+A step is:
   1. `_raas_bookkeep`, one program per (sequence, kv head): victim slot and page open,
      fill count, the current page's min/max row, Quest bounds of every slot (max over the
      GQA group; the current row's new min/max substituted in registers, so the tile loads
