@@ -24,8 +24,11 @@ K = 1024
 DEFAULT = dict(L=2048, P=16, B=1)
 
 
-def grid(quick: bool, followup: bool = False) -> list[tuple[int, int, int]]:
+def grid(quick: bool, followup: bool = False,
+         issue15: bool = False) -> list[tuple[int, int, int]]:
     """(L, P, batch) step configurations; each is timed at every N (RaaS cost is N-free)."""
+    if issue15:
+        return [(2048, 16, b) for b in (1, 8, 32)]
     if followup:
         return [(2048, 16, 1), (2048, 128, 1), (4096, 16, 1)]
     if quick:
@@ -42,7 +45,9 @@ def run(args: argparse.Namespace, out: str) -> dict:
     torch._dynamo.config.accumulated_cache_size_limit = 4096
     gen = torch.Generator(device="cuda").manual_seed(0)
     ns = [4 * K, 128 * K] if args.quick or args.followup else [4 * K, 16 * K, 64 * K, 128 * K]
-    configs = grid(args.quick, args.followup)
+    if args.ns:
+        ns = [int(x) * K for x in args.ns.split(",")]
+    configs = grid(args.quick, args.followup, args.issue15)
     bw = copy_bandwidth()
     launch = launch_ms()
     print(f"copy bandwidth {bw / 1e9:.0f} GB/s, one graphed kernel launch {launch * 1e3:.1f} us",
@@ -72,6 +77,9 @@ def run(args: argparse.Namespace, out: str) -> dict:
 
     if args.quant:
         quant_rows(record, gen, sweep=not args.no_sweep, kernel_options=args.kernel_options)
+        return dict(bandwidth_Bps=bw, launch_ms=launch, rows=rows)
+    if args.issue15:
+        issue15_rows(record, gen, ns, configs, args.kv_dtypes)
         return dict(bandwidth_Bps=bw, launch_ms=launch, rows=rows)
     for B in sorted({b for _, _, b in configs}):
         for n in ns:
@@ -104,6 +112,43 @@ def run(args: argparse.Namespace, out: str) -> dict:
                 del case, cache
                 torch.cuda.empty_cache()
     return dict(bandwidth_Bps=bw, launch_ms=launch, rows=rows)
+
+
+def issue15_rows(record, gen: torch.Generator, ns: list[int], configs, kv_dtypes: bool) -> None:
+    """Issue 15: SDPA and every policy's default step at batch 1 / 8 / 32, L = 2048,
+    P = 16; the RaaS Triton-kernel step (rf.functional.RAAS_KERNEL on) and flex alone over
+    the pool beside it; keep-all policies at batch 1, N = 4k and
+    128k; 8-bit pools at N = 128k."""
+    for L, P, B in configs:
+        for n in ns:
+            record("sdpa", n, None, None, B, cases.sdpa_dense(n, B, gen))
+            torch.cuda.empty_cache()
+        for name in rf.available_policies():
+            keeps_all = rf.policies.policy_class(name).Options.keeps_all
+            for n in ns:
+                if keeps_all and (B > 1 or n not in (4 * K, 128 * K)):
+                    continue
+                case, cache = cases.policy_step(name, n, L, P, B, gen)
+                record(name, n, L, P, B, case)
+                if name == "raas" and n in (4 * K, 128 * K):
+                    record("flex_pool", n, L, P, B, cases.flex_over_pool(
+                        cache, B, gen, cache.kernel_options))
+                    rf.functional.RAAS_KERNEL = True
+                    try:
+                        case, cache = cases.policy_step(name, n, L, P, B, gen)
+                        record("raas_kernel", n, L, P, B, case)
+                    finally:
+                        rf.functional.RAAS_KERNEL = False
+                del case, cache
+                torch.cuda.empty_cache()
+    if kv_dtypes:
+        n, L, P = 128 * K, 2048, 16
+        for B in (1, 8, 32):
+            for kv_dtype, suffix in (("int8", "_int8"), ("float8_e4m3fn", "_fp8")):
+                case, cache = cases.policy_step("raas", n, L, P, B, gen, kv_dtype)
+                record("raas" + suffix, n, L, P, B, case)
+                del case, cache
+                torch.cuda.empty_cache()
 
 
 def quant_rows(record, gen: torch.Generator, sweep: bool,
@@ -155,6 +200,12 @@ def main() -> None:
                         help="after a kernel change: 3 configs, N in {4k, 128k}, no flex_dense")
     parser.add_argument("--quant", action="store_true",
                         help="issue 6: bf16 vs int8 vs fp8 pools, N=128k, L=2048, B=1/8/32")
+    parser.add_argument("--issue15", action="store_true",
+                        help="issue 15: every policy at batch 1/8/32, L=2048, P=16")
+    parser.add_argument("--kv-dtypes", action="store_true",
+                        help="with --issue15: int8 / fp8 pools too (N=128k)")
+    parser.add_argument("--ns", default=None,
+                        help="comma-separated N in k tokens, e.g. 4,16,64,128")
     parser.add_argument("--no-sweep", action="store_true", help="--quant without the "
                         "kernel-option sweep of the attention")
     parser.add_argument("--kernel-options", type=json.loads, default=None,

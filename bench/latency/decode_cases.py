@@ -17,7 +17,7 @@ from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 import raas_flex as rf
 from raas_flex.compile import compile_decode_step
 from raas_flex.attention import attend_visible
-from raas_flex.masks import decode_block_mask
+from raas_flex.masks import listed_block_mask, pool_blocks
 
 from bench.latency.decode_state import seen_cache
 
@@ -109,9 +109,10 @@ def attend_only(cache, batch: int, gen: torch.Generator, kv_dtype: str | None,
 
 def flex_over_pool(cache, batch: int, gen: torch.Generator,
                    kernel_options: dict | None = None) -> Case:
-    """flex_attention alone over a pool, with the mask of the pool's current selection."""
+    """flex_attention alone over an evicting policy's pool, with the mask its step uses:
+    the whole pool listed, `visible` as the mask_mod."""
     query = _randn(gen, batch, KV_HEADS, GROUP, HEAD_DIM)
-    mask = decode_block_mask(cache.visible, cache.page_size, GROUP)
+    mask = listed_block_mask(cache.visible, cache.page_size, GROUP, *pool_blocks(cache.visible))
     tokens = int(cache.visible.sum()) // (batch * KV_HEADS)
     return (lambda: _flex(query, cache.k, cache.v, block_mask=mask, scale=SCALE,
                           kernel_options=kernel_options), kv_bytes(batch, tokens))

@@ -12,7 +12,7 @@ from torch.nn.attention.flex_attention import AuxRequest, flex_attention
 
 from raas_flex.attention.score_mods import dequantize_scores
 from raas_flex.cache import LayerCache
-from raas_flex.masks import decode_block_mask, visible_token_mask
+from raas_flex.masks import decode_block_mask, listed_block_mask, visible_token_mask
 
 
 def fold_gqa(q: torch.Tensor, kv_heads: int) -> torch.Tensor:
@@ -23,23 +23,35 @@ def fold_gqa(q: torch.Tensor, kv_heads: int) -> torch.Tensor:
 
 
 def attend_visible(query: torch.Tensor, cache: LayerCache, scale: float,
-                   kernel: str = "flex") -> torch.Tensor:
-    """Attention of query [B, H, G, D] over the pool tokens `cache.visible` selects."""
+                   kernel: str = "flex", blocks: tuple | None = None) -> torch.Tensor:
+    """Attention of query [B, H, G, D] over the pool tokens `cache.visible` selects.
+
+    blocks: (count, index), the pages the kernel reads (Policy.attend_blocks; they must
+    include every page with visible > 0), or None to compact `visible` into block lists.
+    """
     if cache.quantized:
         if kernel != "flex":
             raise ValueError("a quantized pool is dequantized inside FlexAttention only; "
                              'use attention_kernel="flex".')
-        return attend_quantized(query, cache, scale)
+        return attend_quantized(query, cache, scale, blocks)
     if kernel == "sdpa":
         mask = visible_token_mask(cache.visible, cache.page_size)
         return F.scaled_dot_product_attention(query, cache.k, cache.v, attn_mask=mask,
                                               scale=scale)
-    block_mask = decode_block_mask(cache.visible, cache.page_size, query.shape[2])
+    block_mask = decode_mask(cache, query.shape[2], blocks)
     return flex_attention(query, cache.k, cache.v, block_mask=block_mask, scale=scale,
                           kernel_options=_options(cache))
 
 
-def attend_quantized(query: torch.Tensor, cache: LayerCache, scale: float) -> torch.Tensor:
+def decode_mask(cache: LayerCache, rows: int, blocks: tuple | None):
+    """The decode BlockMask: listed pages when the policy names them, else compacted."""
+    if blocks is None:
+        return decode_block_mask(cache.visible, cache.page_size, rows)
+    return listed_block_mask(cache.visible, cache.page_size, rows, *blocks)
+
+
+def attend_quantized(query: torch.Tensor, cache: LayerCache, scale: float,
+                     blocks: tuple | None = None) -> torch.Tensor:
     """attend_visible over 8-bit K/V codes, dequantized inside one flex call.
 
     K: the score_mod multiplies each score q·k̂ by its token's k_scale. V: flex has no
@@ -52,7 +64,7 @@ def attend_quantized(query: torch.Tensor, cache: LayerCache, scale: float) -> to
     """
     G = query.shape[2]
     score_mod = dequantize_scores(cache.k_scale, cache.v_logscale, G)
-    block_mask = decode_block_mask(cache.visible, cache.page_size, 2 * G)
+    block_mask = decode_mask(cache, 2 * G, blocks)
     out, aux = flex_attention(torch.cat([query, query], dim=2), cache.k, cache.v,
                               score_mod=score_mod, block_mask=block_mask, scale=scale,
                               kernel_options=_options(cache),

@@ -64,5 +64,37 @@ def decode_block_mask(visible: torch.Tensor, page_size: int, query_rows: int) ->
         partial_count, partial_index, full_count, full_index,
         BLOCK_SIZE=(QUERY_BLOCK, page_size),
         mask_mod=visible_tokens_mask_mod(visible, page_size),
-        seq_lengths=(query_rows, pool_tokens),
+        seq_lengths=(query_rows, pool_tokens), compute_q_blocks=False,
     )
+
+
+def listed_block_mask(visible: torch.Tensor, page_size: int, query_rows: int,
+                      count: torch.Tensor, index: torch.Tensor) -> BlockMask:
+    """BlockMask whose kernel block list is given, no compaction: the first count[b, h, 0]
+    entries of index[b, h, 0, :] are the pages the kernel reads, every one as a partial
+    block, so `mask_mod` (offset < visible) hides whatever they hold that is not selected.
+
+    Correct whenever the listed pages include every page with visible > 0 (a listed page
+    with visible == 0 is read and fully masked). count [B, H, 1] int32, index [B, H, 1, K]
+    int32. No full-block list: the decode kernel then compiles without its full-block loop.
+    """
+    return BlockMask.from_kv_blocks(
+        count, index, BLOCK_SIZE=(QUERY_BLOCK, page_size),
+        mask_mod=visible_tokens_mask_mod(visible, page_size),
+        seq_lengths=(query_rows, visible.shape[-1] * page_size), compute_q_blocks=False,
+    )
+
+
+def pool_blocks(visible: torch.Tensor, pages: torch.Tensor | int | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(count [B, H, 1], index [B, H, 1, S]) listing pages 0 .. pages-1 of the pool
+    (`pages` [B, H] or an int; None: all S). With an int, the lists are constants of the
+    graph: the mask costs no kernel at all."""
+    B, H, S = visible.shape
+    index = torch.arange(S, device=visible.device, dtype=torch.int32).expand(B, H, 1, S)
+    if pages is None or isinstance(pages, int):
+        count = torch.full((B, H, 1), S if pages is None else pages, dtype=torch.int32,
+                           device=visible.device)
+    else:
+        count = pages.to(torch.int32)[..., None]
+    return count, index

@@ -11,6 +11,9 @@ from typing import ClassVar, Protocol
 import torch
 
 from raas_flex.cache.pool import LayerCache
+from raas_flex.masks.decode import pool_blocks
+
+Blocks = tuple[torch.Tensor, torch.Tensor]  # (count [B, H, 1], index [B, H, 1, K]) int32
 
 
 class ConfigView(Protocol):
@@ -115,3 +118,16 @@ class Policy:
                step: torch.Tensor) -> torch.Tensor:
         """Tokens of each slot to attend this step, [B, H, S] int32 (a prefix of the page)."""
         return cache.fill
+
+    def select_blocks(self, cache: LayerCache, scores: torch.Tensor | None,
+                      step: torch.Tensor) -> tuple[torch.Tensor, Blocks | None]:
+        """`select`, plus the attention kernel's block list: (count, index) naming every
+        page the selection makes visible (masks.listed_block_mask), or None to have the
+        step compact the selection into block lists (masks.decode_block_mask)."""
+        return self.select(cache, scores, step), self.attend_blocks(cache)
+
+    def attend_blocks(self, cache: LayerCache) -> Blocks | None:
+        """An evicting pool holds at most the budget: list all of it, a constant of the
+        graph (no per-step compaction; unselected pages are masked by `visible`). A
+        keep-all pool: None (compact), since listing all of it would read O(N)."""
+        return None if self.keeps_all else pool_blocks(cache.visible)

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from raas_flex.policies.base import Policy, PolicyOptions
+import torch
+
+from raas_flex.cache.pool import LayerCache
+from raas_flex.masks.decode import pool_blocks
+from raas_flex.policies.base import Blocks, Policy, PolicyOptions
 
 
 @dataclass(frozen=True)
@@ -19,3 +23,8 @@ class DensePolicy(Policy):
 
     name = "dense"
     Options = DenseOptions
+
+    def attend_blocks(self, cache: LayerCache) -> Blocks:
+        """Every held page, listed without a compaction: slots 0 .. (last held slot)."""
+        slots = torch.arange(1, cache.num_slots + 1, device=cache.fill.device)
+        return pool_blocks(cache.visible, torch.where(cache.fill > 0, slots, 0).amax(-1))

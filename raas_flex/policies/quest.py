@@ -13,21 +13,24 @@ this single-layer policy does not apply; `budget` limits attended tokens, not me
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from raas_flex.cache.pool import LayerCache
-from dataclasses import dataclass
-
-from raas_flex.policies.base import Policy, PolicyOptions
-from raas_flex.policies.scores import page_bound, rank_descending
+from raas_flex.policies.base import Blocks, Policy, PolicyOptions
+from raas_flex.policies.scores import page_bound, top_slots
 
 
-def top_pages_with_current(cache: LayerCache, scores: torch.Tensor, pages: int) -> torch.Tensor:
-    """[B, H, S] bool: the `pages` live slots ranked highest by score, current slot first."""
+def top_pages_with_current(cache: LayerCache, scores: torch.Tensor, pages: int
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The `pages` live slots ranked highest by score (ties: the older page), current slot
+    first: (chosen [B, H, S] bool, their slot indices [B, H, pages]). A top-k select over
+    the S page scores: nothing here reads token data or sorts the pool."""
     slots = torch.arange(cache.num_slots, device=scores.device)
     is_current = slots == cache.current[..., None]  # [B, H, S]
     ranked = torch.where(is_current, float("inf"), scores)
-    return (cache.fill > 0) & (rank_descending(ranked, cache.page_id) < pages)
+    return top_slots(ranked, cache.page_id, cache.fill > 0, pages)
 
 
 @dataclass(frozen=True)
@@ -46,5 +49,16 @@ class QuestPolicy(Policy):
 
     def select(self, cache: LayerCache, scores: torch.Tensor,
                step: torch.Tensor) -> torch.Tensor:
-        chosen = top_pages_with_current(cache, scores, self.config.slots)
-        return torch.where(chosen, cache.fill, 0)
+        return self.select_blocks(cache, scores, step)[0]
+
+    def select_blocks(self, cache: LayerCache, scores: torch.Tensor,
+                      step: torch.Tensor) -> tuple[torch.Tensor, Blocks]:
+        """The top pages, and the kernel's block list: exactly those k slots (a listed
+        slot that holds nothing has visible 0 and is masked)."""
+        chosen, index = top_pages_with_current(cache, scores, self.config.slots)
+        B, H, k = index.shape
+        count = torch.full((B, H, 1), k, dtype=torch.int32, device=index.device)
+        # The list is padded to S entries (the kernel reads the first `count`): Inductor's
+        # CPU flex checks that the index is as wide as the pool.
+        index = torch.nn.functional.pad(index.to(torch.int32), (0, cache.num_slots - k))
+        return torch.where(chosen, cache.fill, 0), (count, index[:, :, None])

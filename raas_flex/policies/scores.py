@@ -22,14 +22,24 @@ def page_bound(q: torch.Tensor, cache: LayerCache, scale: float) -> torch.Tensor
     large ones as two batched matmuls, so eager mode never materialises [B, H, G, S, D].
     """
     qf = q.float()
-    kmax = torch.nan_to_num(cache.kmax, neginf=0.0)  # empty slots: masked below
-    kmin = torch.nan_to_num(cache.kmin, posinf=0.0)
-    if qf.shape[2] * kmax.numel() <= FUSED_BOUND_ELEMENTS:
-        qe = qf[:, :, :, None, :]  # [B, H, G, 1, D]
-        bound = (qe.clamp(min=0) * kmax[:, :, None] + qe.clamp(max=0) * kmin[:, :, None]).sum(-1)
+    # Compiled, every pool size takes the broadcast-reduce: Inductor emits one reduction
+    # over D without materialising [B, H, G, S, D]. The fp32 GEMMs with G = 4 rows ran at
+    # 39 us each over a 9,217-slot pool on the H200 (issue 15), ~4x their bytes.
+    small = qf.shape[2] * cache.kmax.numel() <= FUSED_BOUND_ELEMENTS
+    if small or torch.compiler.is_compiling():
+        kmax = torch.nan_to_num(cache.kmax, neginf=0.0)  # empty slots: masked below
+        kmin = torch.nan_to_num(cache.kmin, posinf=0.0)
+        # [B, H, S, G] with G innermost: a reduction program's neighbouring outputs share
+        # one summary row (read once, not once per query head).
+        qe = qf[:, :, None]  # [B, H, 1, G, D]
+        bound = (qe.clamp(min=0) * kmax[:, :, :, None]
+                 + qe.clamp(max=0) * kmin[:, :, :, None]).sum(-1).transpose(-1, -2)
     else:
-        bound = (qf.clamp(min=0) @ kmax.transpose(-1, -2)
-                 + qf.clamp(max=0) @ kmin.transpose(-1, -2))
+        # Straight from the summaries: the ±inf rows of empty slots give inf/NaN only in
+        # their own columns, which the masked_fill below overwrites (a held page's
+        # summaries are finite). nan_to_num here would copy both summaries every step.
+        bound = (qf.clamp(min=0) @ cache.kmax.transpose(-1, -2)
+                 + qf.clamp(max=0) @ cache.kmin.transpose(-1, -2))
     bound = bound.amax(2) * scale  # [B, H, S]
     return bound.masked_fill(cache.fill == 0, float("-inf"))
 
@@ -71,6 +81,33 @@ def rank_descending(scores: torch.Tensor, page_id: torch.Tensor) -> torch.Tensor
                                              descending=True, stable=True))
     positions = torch.arange(S, device=scores.device).expand_as(order)
     return torch.empty_like(order).scatter_(-1, order, positions)
+
+
+def order_key(scores: torch.Tensor, page_id: torch.Tensor) -> torch.Tensor:
+    """int64 keys in rank_descending's order, largest first: the float32 score's bits
+    made monotone in the high word, the older page (smaller page_id) in the low word.
+    Distinct for distinct (score, page) pairs, i.e. for all held slots of a sequence and
+    head (a page is held at most once); NaN scores are not expected (held pages have
+    finite scores)."""
+    scores = torch.where(scores == 0, 0.0, scores.float())  # -0.0 ties +0.0 (as when ranking)
+    bits = scores.view(torch.int32)
+    ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(torch.int64)
+    older = (2**31 - 1) - page_id.clamp(min=-1)  # in [0, 2^31]: fits the low word
+    return ordered * 2**32 + older
+
+
+def top_slots(scores: torch.Tensor, page_id: torch.Tensor, held: torch.Tensor,
+              k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k slots that rank first by (score desc, older page) among `held` ([B, H, S]
+    bool) ones: (chosen [B, H, S] bool, index [B, H, k] int64), by torch.topk (a select,
+    not a sort). Equals held & (rank_descending(scores', page_id) < k) where scores' is
+    scores with the slots that are not held at -inf. k is capped at S."""
+    k = min(k, scores.shape[-1])
+    low = torch.iinfo(torch.int64).min
+    key = torch.where(held, order_key(scores, page_id), low)
+    index = torch.topk(key, k, dim=-1, sorted=False).indices
+    chosen = torch.zeros_like(held).scatter_(-1, index, True) & held
+    return chosen, index
 
 
 def top_fraction(scores: torch.Tensor, cache: LayerCache, numerator: int,
