@@ -21,7 +21,7 @@ import torch
 import raas_flex as rf  # noqa: E402
 from bench.latency import decode_cases as cases  # noqa: E402
 from bench.latency.decode_probe import profile, reference  # noqa: E402
-from bench.latency.decode_state import seen_cache  # noqa: E402
+from bench.latency.decode_state import decode_inputs, seen_cache  # noqa: E402
 from bench.latency.decode_timing import capture, copy_bandwidth, graph_median_ms, launch_ms  # noqa: E402
 from raas_flex import functional  # noqa: E402
 from raas_flex.compile import clone_cache, compile_decode_step, recompile_count  # noqa: E402
@@ -50,9 +50,7 @@ def check(name: str, batch: int, n: int, steps: int, kv_dtype=None) -> None:
     worst_ref = worst_eager = 0.0
     differ = []
     for i in range(steps):
-        q = torch.randn(batch, 32, 1, 128, device="cuda", generator=gen).bfloat16()
-        k = torch.randn(batch, 8, 1, 128, device="cuda", generator=gen).bfloat16()
-        v = torch.randn(batch, 8, 1, 128, device="cuda", generator=gen).bfloat16()
+        q, k, v = decode_inputs(batch, gen)
         out = compiled(q, k, v, cache, policy, step + i, 128 ** -0.5)
         functional.RAAS_KERNEL = False
         try:

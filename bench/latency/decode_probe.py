@@ -14,7 +14,7 @@ import torch
 
 import raas_flex as rf  # noqa: E402
 from bench.latency import decode_cases as cases  # noqa: E402
-from bench.latency.decode_state import seen_cache  # noqa: E402
+from bench.latency.decode_state import decode_inputs, seen_cache  # noqa: E402
 from bench.latency.decode_timing import capture, graph_median_ms  # noqa: E402
 from raas_flex.compile import clone_cache, compile_decode_step  # noqa: E402
 from raas_flex.functional import decode_step_tensors  # noqa: E402
@@ -41,9 +41,7 @@ def check(name: str, batch: int, n: int, budget: int, page: int, steps: int) -> 
     worst_ref = worst_eager = 0.0
     differ = 0
     for i in range(steps):
-        q = torch.randn(batch, 32, 1, 128, device="cuda", generator=gen).bfloat16()
-        k = torch.randn(batch, 8, 1, 128, device="cuda", generator=gen).bfloat16()
-        v = torch.randn(batch, 8, 1, 128, device="cuda", generator=gen).bfloat16()
+        q, k, v = decode_inputs(batch, gen)
         out = compiled(q, k, v, cache, policy, step + i, 128 ** -0.5)
         ref_out = decode_step_tensors(q, k, v, eager, policy, step + i, 128 ** -0.5)
         ref = reference(q, cache)
@@ -69,9 +67,7 @@ def check_fused(batch: int, n: int, budget: int, page: int, steps: int,
     worst_ref = worst_eager = 0.0
     differ = []
     for i in range(steps):
-        q = torch.randn(batch, 32, 1, 128, device="cuda", generator=gen).bfloat16()
-        k = torch.randn(batch, 8, 1, 128, device="cuda", generator=gen).bfloat16()
-        v = torch.randn(batch, 8, 1, 128, device="cuda", generator=gen).bfloat16()
+        q, k, v = decode_inputs(batch, gen)
         out = fused(q, k, v, step + i, 128 ** -0.5)
         ref_out = decode_step_tensors(q, k, v, eager, policy, step + i, 128 ** -0.5)
         ref = reference(q, cache)

@@ -57,6 +57,15 @@ def seen_cache(policy, batch: int, kv_heads: int, head_dim: int, n_seen: int,
     return cache, torch.tensor(step, dtype=torch.int64, device=device)
 
 
+def decode_inputs(batch: int, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """One decode step's random q [B, 32, 1, 128] and k, v [B, 8, 1, 128] (Llama-3-8B heads),
+    bf16 on CUDA, drawn from `gen` so a run's steps are reproducible."""
+    q = torch.randn(batch, 32, 1, 128, device="cuda", generator=gen).bfloat16()
+    k = torch.randn(batch, 8, 1, 128, device="cuda", generator=gen).bfloat16()
+    v = torch.randn(batch, 8, 1, 128, device="cuda", generator=gen).bfloat16()
+    return q, k, v
+
+
 def _fill_kv(cache: LayerCache, dtype: torch.dtype, gen: torch.Generator) -> torch.Tensor:
     """Random K/V written as a decode would write them (a quantized pool gets real codes and
     scales); returns the float32 keys [B, H, S*P, D] the page summaries bound."""
