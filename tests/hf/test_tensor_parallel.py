@@ -16,7 +16,7 @@ import raas_flex as rf
 from raas_flex.hf.tensor_parallel import check_tensor_parallel
 from raas_flex.hf.tiny import tiny_model
 from raas_flex.policies import policy_class
-from tests._hf_common import greedy
+from tests._hf_common import WORDS, greedy, save_word_tokenizer
 
 pytestmark = pytest.mark.hf
 
@@ -86,3 +86,30 @@ def test_policy_pooling_heads_is_refused(monkeypatch) -> None:
     monkeypatch.setattr(options, "per_kv_head", False)
     with pytest.raises(ValueError, match="pools its scores across kv heads"):
         check_tensor_parallel(_Sharded(kv_heads=2, tp_size=2), rf.RaaSConfig())
+
+
+def test_cli_generate_under_torchrun(tmp_path) -> None:
+    """README's N-GPU command, on 2 CPU processes: rank 0 alone prints, each rank's pools
+    hold half the kv heads, and the text equals one process's."""
+    path = tmp_path / "checkpoint"
+    save_word_tokenizer(path)
+    tiny_model(num_attention_heads=8, num_key_value_heads=KV_HEADS,
+               vocab_size=len(WORDS)).save_pretrained(path)
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]))
+    argv = ["generate", "--model", str(path), "--device", "cpu", "--prompt", " ".join(WORDS[:9]),
+            "--max-new-tokens", "40", "--budget", "48", "--no-progress"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(RANKS),
+           "--master_port", "29518", "-m", "raas_flex.cli", *argv]
+    sharded = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert sharded.returncode == 0, sharded.stderr[-4000:]
+    one = subprocess.run([sys.executable, "-m", "raas_flex.cli", *argv], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-4000:]
+    lines, alone = sharded.stdout.splitlines(), one.stdout.splitlines()
+    assert lines[0] == alone[0]  # the decoded text
+    summaries = [json.loads(line) for line in lines if line.startswith("{")]
+    assert len(summaries) == 1  # rank 0 only
+    single = json.loads(alone[-1])
+    assert summaries[0]["tensor_parallel"] == RANKS and single["tensor_parallel"] == 1
+    assert summaries[0]["kv_bytes"] * RANKS == single["kv_bytes"]
