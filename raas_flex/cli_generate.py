@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,16 @@ DEFAULT_PROMPT = ("Question: a train covers 120 km in 1.5 hours. What is its ave
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 BUILTIN_HELP = (f"<family>-tiny or <family>-small, family in {', '.join(FAMILIES)}: random "
                 "weights, no download")
+
+
+def tensor_parallel_ranks() -> int:
+    """Processes torchrun started (WORLD_SIZE); > 1 loads the checkpoint with tp_plan="auto"."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_first_rank() -> bool:
+    """Only rank 0 prints: every rank decodes the same tokens."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 class UsageError(ValueError):
@@ -59,13 +70,14 @@ def run_generate(args: argparse.Namespace) -> dict:
     ids = plan.prompt_ids
     if ids is None:
         ids = torch.randint(2, model.config.vocab_size, (args.batch, args.prompt_len))
-    ids = ids.to(plan.device)
+    ids = ids.to(model.device)  # under tensor parallelism, this rank's device
     out, clock = decode(model, ids, args, pad_token_id(model, plan.tokenizer))
-    if plan.tokenizer is not None:
-        print_texts(plan.tokenizer, out.sequences)
     report = stats(returned_cache(out))
     summary = summarize(args, plan, model, out, clock.timing(), report)
-    print_summary(summary, str(report))
+    if is_first_rank():
+        if plan.tokenizer is not None:
+            print_texts(plan.tokenizer, out.sequences)
+        print_summary(summary, str(report))
     return summary
 
 
@@ -78,6 +90,11 @@ def plan_run(args: argparse.Namespace) -> Plan:
                          "decodes random ids of --prompt-len tokens).")
     if builtin is None:
         check_checkpoint(Path(args.model))
+    elif tensor_parallel_ranks() > 1:
+        raise UsageError(f"under torchrun ({tensor_parallel_ranks()} processes) the model is "
+                         "sharded as it loads, so --model must be a checkpoint folder: save a "
+                         "model with model.save_pretrained(DIR) (and its tokenizer), then "
+                         "pass --model DIR.")
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     config = raas_config(args, device)
@@ -179,10 +196,14 @@ def load_model(args: argparse.Namespace, plan: Plan) -> torch.nn.Module:
     else:
         from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(args.model, local_files_only=True,
-                                                     dtype=plan.dtype)
+        sharded = tensor_parallel_ranks() > 1
+        model = AutoModelForCausalLM.from_pretrained(
+            args.model, local_files_only=True, dtype=plan.dtype,
+            **({"tp_plan": "auto"} if sharded else {}))
         if args.ignore_eos:
             model.generation_config.eos_token_id = None
+        if sharded:  # each rank's shards already sit on its own device
+            return model.eval()
     return model.to(device=plan.device, dtype=plan.dtype).eval()
 
 
@@ -201,7 +222,7 @@ def pad_token_id(model: torch.nn.Module, tokenizer) -> int:
 def decode(model: torch.nn.Module, ids: torch.Tensor, args: argparse.Namespace,
            pad_id: int):
     """generate() with the clock as streamer; warnings print above the progress bar."""
-    clock = DecodeClock(args.max_new_tokens, progress=not args.no_progress)
+    clock = DecodeClock(args.max_new_tokens, progress=is_first_rank() and not args.no_progress)
     with warnings_above_bar():
         out = model.generate(ids, attention_mask=torch.ones_like(ids),
                              max_new_tokens=args.max_new_tokens, do_sample=args.sample,
@@ -220,7 +241,8 @@ def summarize(args: argparse.Namespace, plan: Plan, model: torch.nn.Module, out,
     kv_bytes, meta_bytes = returned_cache(out).nbytes()
     rate = timing.tokens_per_s(args.batch)
     return {
-        "model": args.model, "device": str(plan.device), "dtype": str(plan.dtype)[6:],
+        "model": args.model, "device": str(model.device), "dtype": str(plan.dtype)[6:],
+        "tensor_parallel": tensor_parallel_ranks(),
         "policy": plan.config.policy, "attention_kernel": plan.config.attention_kernel,
         "kv_dtype": plan.config.kv_dtype, "compile": args.compile,
         "budget": plan.config.budget, "page_size": plan.config.page_size,
@@ -230,6 +252,8 @@ def summarize(args: argparse.Namespace, plan: Plan, model: torch.nn.Module, out,
         "decode_steps": timing.decode_steps, "decode_s": round(timing.decode_s, 3),
         "tokens_per_s": None if rate is None else round(rate, 2),
         "kv_bytes": kv_bytes, "metadata_bytes": meta_bytes, "kv_preallocated": True,
-        "dense_kv_bytes": dense_kv_bytes(model, args.batch, out.sequences.shape[1] - 1),
+        # under tensor parallelism both count this rank's kv heads only
+        "dense_kv_bytes": dense_kv_bytes(model, args.batch, out.sequences.shape[1] - 1,
+                                         tensor_parallel_ranks()),
         "stats": dataclasses.asdict(report),
     }

@@ -114,13 +114,14 @@ def print_texts(tokenizer, sequences: torch.Tensor) -> None:
         print(text if len(texts) == 1 else f"[{i}] {text}")
 
 
-def dense_kv_bytes(model: torch.nn.Module, batch: int, tokens: int) -> int:
-    """Bytes a dense cache (K and V of every token, every layer) would hold."""
+def dense_kv_bytes(model: torch.nn.Module, batch: int, tokens: int, ranks: int = 1) -> int:
+    """Bytes a dense cache (K and V of every token, every layer) would hold on one of
+    `ranks` tensor-parallel ranks (each holds its share of the kv heads)."""
     config = model.config
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     itemsize = next(model.parameters()).element_size()
-    return (2 * config.num_hidden_layers * batch * config.num_key_value_heads * tokens
-            * head_dim * itemsize)
+    return (2 * config.num_hidden_layers * batch * config.num_key_value_heads // ranks
+            * tokens * head_dim * itemsize)
 
 
 def print_summary(summary: dict, table: str) -> None:

@@ -9,6 +9,8 @@ import torch.nn.attention.flex_attention as flex_module
 from raas_flex.hf.compat import CACHE_ARG
 
 PAD = 0
+WORDS = ["<pad>", "<unk>", "<s>", "</s>", "the", "cat", "sat", "on", "a", "mat", "dog", "ran",
+         "to", "red", "big", "small"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -42,3 +44,17 @@ def greedy(model, ids, mask, new_tokens: int, **kwargs):
 def with_cache(cache) -> dict:
     """generate()/forward kwargs that pass `cache` under the installed transformers' name."""
     return {CACHE_ARG: cache}
+
+
+def save_word_tokenizer(path):
+    """A word-level tokenizer over WORDS saved in `path` (a model of vocab len(WORDS) beside
+    it makes a hub-like checkpoint folder); returns it."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
+    words.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=words, unk_token="<unk>",
+                                        pad_token="<pad>", bos_token="<s>", eos_token="</s>")
+    tokenizer.save_pretrained(path)
+    return tokenizer

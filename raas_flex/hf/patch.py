@@ -25,6 +25,7 @@ from raas_flex.hf.compat import CACHE_ARG, cache_argument
 from raas_flex.hf.compiled import CompiledDecode
 from raas_flex.hf.state import STATE_ATTR, RaaSState, raas_state
 from raas_flex.hf.support import check_supported
+from raas_flex.hf.tensor_parallel import check_tensor_parallel
 
 GENERATE_HOOK = "_prepare_cache_for_generation"
 SUPPORTED_MODES = (GenerationMode.GREEDY_SEARCH, GenerationMode.SAMPLE)
@@ -52,6 +53,7 @@ def apply_raas(model: torch.nn.Module, config: RaaSConfig | None = None, *,
         raise ValueError("model.config.output_attentions is True; set it to False first. "
                          + NO_WEIGHTS)
     check_dense_layers(config, num_layers)
+    check_tensor_parallel(model, config)
     modules = attention_modules(model, num_layers)
     register_interfaces()
     state = RaaSState(config, num_layers, model.config._attn_implementation)

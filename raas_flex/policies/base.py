@@ -52,6 +52,11 @@ class PolicyOptions:
     # Reads the pool's keys as plain floats (exact logits or an exact certificate), so a
     # quantized pool (kv_dtype) would need a dequantized copy: refused with kv_dtype.
     reads_exact_keys: ClassVar[bool] = False
+    # Each kv head's decisions read only that head's queries, keys and state, so a cache
+    # over a slice of the heads decides as that slice of a full cache does: tensor
+    # parallelism (heads sharded over GPUs) then needs no collective. A policy that pools
+    # scores across heads sets this False and is refused under tensor parallelism.
+    per_kv_head: ClassVar[bool] = True
 
     def check(self, config: ConfigView) -> None:
         """Refuse settings that do not fit the core config (budget, page_size, ...)."""

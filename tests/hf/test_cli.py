@@ -15,11 +15,10 @@ import raas_flex.cli_generate as run
 import raas_flex.cli_report as report
 from raas_flex.cli import build_parser, main
 from raas_flex.hf.tiny import tiny_model
+from tests._hf_common import WORDS, save_word_tokenizer
 from tests._hf_common import fast_cpu  # noqa: F401
 
 TINY = ["generate", "--model", "llama-tiny", "--no-progress"]
-WORDS = ["<pad>", "<unk>", "<s>", "</s>", "the", "cat", "sat", "on", "a", "mat", "dog", "ran",
-         "to", "red", "big", "small"]
 
 pytestmark = pytest.mark.hf  # CI runs these on both ends of the transformers range
 
@@ -128,15 +127,8 @@ def test_version(capsys):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A tiny random Llama and a word-level tokenizer over WORDS, saved like a hub folder."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
     path = tmp_path_factory.mktemp("checkpoint")
-    words = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
-    words.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=words, unk_token="<unk>",
-                                        pad_token="<pad>", bos_token="<s>", eos_token="</s>")
-    tokenizer.save_pretrained(path)
+    tokenizer = save_word_tokenizer(path)
     tiny_model("llama", vocab_size=len(WORDS)).save_pretrained(path)
     return path, tokenizer
 
