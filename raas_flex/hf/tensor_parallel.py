@@ -17,9 +17,20 @@ from raas_flex.policies import policy_class
 
 
 def tensor_parallel_size(model: torch.nn.Module) -> int:
-    """GPUs (ranks) the model's heads are sharded over; 1 when it is not sharded."""
+    """GPUs (ranks) the model's heads are sharded over; 1 when it is not sharded.
+
+    transformers records its own plans' size (`model.tp_size`); a model sharded with
+    torch's tensor-parallel styles directly shows it only in its DTensor weights."""
     size = getattr(model, "tp_size", None)
-    return int(size) if size else 1
+    if size:
+        return int(size)
+    from torch.distributed.tensor import DTensor
+
+    for module in model.modules():
+        if type(module).__name__.endswith("Attention"):
+            weights = [p for p in module.parameters() if isinstance(p, DTensor)]
+            return weights[0].device_mesh.size() if weights else 1
+    return 1
 
 
 def check_tensor_parallel(model: torch.nn.Module, config: RaaSConfig) -> None:
