@@ -188,7 +188,9 @@ def _row(cell: dict, n: int, window, facts: dict, read_kv: int, args, cache_byte
                 capped=cell["batch_fit"] > batch, series=cell["series"],
                 tokens_per_s=tps, per_seq_tokens_per_s=tps / batch, step_ms=window.step_ms,
                 window_steps=window.steps, kv_bytes_per_seq=cell["kv_bytes_per_seq"],
-                kv_bytes_total=cache_bytes, peak_gib=window.peak_bytes / GIB,
+                kv_bytes_total=cache_bytes,
+                # the window's peak, less the other model's weights resident beside it
+                peak_gib=max(window.peak_bytes - facts["other_weights_bytes"], 0) / GIB,
                 floor_ms=floor, floor_fraction=(floor / window.step_ms) if floor else None,
                 fast_forward=FAST_FORWARD[cell["method"]])
 
@@ -229,8 +231,21 @@ class Models:
 
     def facts(self, shape: str) -> dict:
         self.model(shape)
-        return dict(model=shape, weights_bytes=self.result["models"][shape]["weights_bytes"],
+        weights = {s: m["weights_bytes"] for s, m in self.result["models"].items()
+                   if s in self.models}
+        return dict(model=shape, weights_bytes=weights[shape],
+                    other_weights_bytes=sum(weights.values()) - weights[shape],
                     bandwidth_bytes_per_s=self.result["bandwidth_bytes_per_s"])
+
+    def static_dense(self, shape: str, error: Exception) -> DenseRunner:
+        """Replace a dynamic-shape dense runner that failed by a static one (one graph per
+        cell); the failure is recorded."""
+        self.result["errors"].append(f"{shape} dense dynamic compile failed, static from "
+                                     f"here on: {error!r}")
+        self.dense.pop(shape).close()
+        self.dense[shape] = DenseRunner(self.model(shape), True, self.device.type == "cuda",
+                                        dynamic=False)
+        return self.dense[shape]
 
     def dense_runner(self, shape: str) -> DenseRunner:
         if shape not in self.dense:
@@ -249,7 +264,13 @@ class Models:
 def run_cell(models: Models, shape: str, cell: dict, args) -> list[dict]:
     facts = models.facts(shape)
     if cell["method"] == DENSE:
-        return run_dense(models.dense_runner(shape), cell, args, facts)
+        runner = models.dense_runner(shape)
+        try:
+            return run_dense(runner, cell, args, facts)
+        except Exception as error:
+            if not runner.dynamic:
+                raise
+            return run_dense(models.static_dense(shape, error), cell, args, facts)
     compile_ = not args.no_compile
     runner = RaaSRunner(models.model(shape), cell["L"], args.page_size, compile_,
                         compile_ and models.device.type == "cuda")
