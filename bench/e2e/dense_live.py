@@ -9,7 +9,10 @@ builds a FlexAttention BlockMask that lists only the KV blocks up to the current
 kernel is flex's split-KV decode kernel, so a step reads the weights plus the live K/V once:
 its bandwidth floor. The mask is computed from a 0-d position tensor inside the graph, so
 one compiled graph, one CUDA graph capture, serves every length (as in gpt-fast, where a
-mask built once for the maximum length is sliced at the current position).
+mask built once for the maximum length is sliced at the current position). Compile it with
+a static batch: Inductor picks flex's decode kernel (GQA group folded into query rows, KV
+split over the SMs) only when batch and heads are static; with a symbolic batch it falls back
+to the main kernel, one block per query head, which measured 4x slower (bench/README.md).
 
 `install_live_dense(model)` routes the model's attention here; `LiveDenseCache` is the
 transformers Cache the forward is given; `remove_live_dense(model)` undoes both.

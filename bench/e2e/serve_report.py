@@ -7,6 +7,8 @@ SERIES_STYLE = {"budget": "-", "equal_batch": ":"}
 
 def label(row: dict) -> str:
     name = row["method"] + (f" L={row['L']}" if row["L"] else "")
+    if row.get("dense_compile") == "dynamic":
+        name += " (dynamic batch: main flex kernel)"
     return name + (" (equal batch)" if row["series"] == "equal_batch" else "")
 
 
@@ -42,19 +44,24 @@ def plot(rows: list[dict], path: str, device: str, budget_gib: float) -> None:
     plt.close(fig)
 
 
+def best_dense(rows: list[dict], row: dict) -> dict | None:
+    """The fastest dense row of the same model and length (and, for the equal-batch series,
+    the same batch): what a RaaS row is compared with."""
+    same = [d for d in rows if d["model"] == row["model"] and d["L"] is None
+            and d["decode_tokens"] == row["decode_tokens"]
+            and (d["batch"] == row["batch"] if row["series"] == "equal_batch"
+                 else d["series"] == "budget")]
+    return max(same, key=lambda d: d["tokens_per_s"], default=None)
+
+
 def table(rows: list[dict]) -> str:
-    """Markdown table of every row, with RaaS's ratio to the dense row of the same model,
-    length and series (budget: tokens/s; equal batch: step time)."""
+    """Markdown table of every row, with RaaS's ratio to best_dense (budget series: tokens/s
+    and KV bytes per sequence; equal batch: step time)."""
     head = ("| model | N | method | series | batch | tokens/s | per seq | ms/step | floor ms | "
             "KV/seq MiB | peak GiB | vs dense |\n|" + "---|" * 12)
     lines = [head]
     for r in rows:
-        dense = next((d for d in rows if d["model"] == r["model"] and d["L"] is None
-                      and d["decode_tokens"] == r["decode_tokens"] and d["batch"] == r["batch"]
-                      ) if r["series"] == "equal_batch" else
-                     (d for d in rows if d["model"] == r["model"] and d["L"] is None
-                      and d["decode_tokens"] == r["decode_tokens"] and d["series"] == "budget"),
-                     None)
+        dense = best_dense(rows, r)
         ratio = ""
         if dense is not None and r["L"] is not None:
             ratio = (f"{dense['step_ms'] / r['step_ms']:.2f}× faster step"
@@ -67,3 +74,25 @@ def table(rows: list[dict]) -> str:
                      f"| {r['step_ms']:.2f} | {floor} | {r['kv_bytes_per_seq'] / 2**20:.1f} | "
                      f"{r['peak_gib']:.1f} | {ratio} |")
     return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    """Plot and tabulate the rows of one or more serving JSONs together (runs split across
+    device calls):  python -m bench.e2e.serve_report A.json B.json --out serving_h200_tps.png"""
+    import argparse
+    import json
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("files", nargs="+")
+    parser.add_argument("--out", required=True, help="PNG path")
+    args = parser.parse_args(argv)
+    results = [json.load(open(path)) for path in args.files]
+    rows = [row for result in results for row in result["rows"]]
+    budgets = {row["kv_budget_gib"] for row in rows}
+    if len(budgets) != 1:
+        raise ValueError(f"the files mix KV budgets {sorted(budgets)}; plot one budget at a time.")
+    plot(rows, args.out, results[0]["device"], budgets.pop())
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -123,3 +123,22 @@ def test_serve_tiny_cpu_run(tmp_path):
         assert row["window_steps"] == 2 and row["tokens_per_s"] > 0
         assert row["per_seq_tokens_per_s"] * row["batch"] == pytest.approx(row["tokens_per_s"])
         assert row["tokens_per_s"] == pytest.approx(row["batch"] * 2e3 / (2 * row["step_ms"]))
+
+
+def test_report_compares_raas_with_the_fastest_dense_row(tmp_path, capsys):
+    from bench.e2e.serve_report import best_dense, main as report
+    base = dict(model="m", decode_tokens=32768, kv_budget_gib=40.0, series="budget",
+                per_seq_tokens_per_s=1.0, step_ms=10.0, floor_ms=None, peak_gib=1.0)
+    slow = dict(base, method=DENSE, L=None, batch=39, tokens_per_s=500.0,
+                kv_bytes_per_seq=1000 * 2**20, dense_compile="dynamic")
+    fast = dict(slow, tokens_per_s=2000.0, dense_compile="static")
+    raas = dict(base, method="raas", L=2048, batch=256, tokens_per_s=15000.0,
+                kv_bytes_per_seq=100 * 2**20)
+    assert best_dense([slow, fast, raas], raas) is fast
+    files = []
+    for i, rows in enumerate(([slow, raas], [fast])):  # one run split over two files
+        files.append(tmp_path / f"serving_{i}.json")
+        files[-1].write_text(json.dumps(dict(device="cpu", rows=rows)))
+    report([*map(str, files), "--out", str(tmp_path / "merged.png")])
+    assert (tmp_path / "merged.png").exists()
+    assert "7.5× tok/s, 10.0× less KV" in capsys.readouterr().out
