@@ -325,11 +325,6 @@ def _line(r: dict) -> str:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     import transformers
-    torch.set_grad_enabled(False)
-    # every cell compiles the same forward's code (other shapes, RaaS's graphs): Dynamo's
-    # default limit of 8 entries per code object would silently fall back to eager
-    torch._dynamo.config.recompile_limit = 64
-    torch._dynamo.config.fail_on_recompile_limit_hit = True  # never a silent eager step
     device = torch.device(args.device)
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     out = args.out or f"bench/results/e2e/serving_{name.split()[-1].lower()}.json"
@@ -339,7 +334,11 @@ def main(argv=None) -> dict:
                   args=vars(args), prompt_tokens=PROMPT_TOKENS, fast_forward=FAST_FORWARD,
                   bandwidth_bytes_per_s=copy_bandwidth(device), models={}, rows=[],
                   skipped=[], errors=[], t0=time.time())
-    run_all(args, result, out)
+    # every cell compiles the same forward's code (other shapes, RaaS's graphs): Dynamo's
+    # default limit of 8 entries per code object would silently fall back to eager
+    limits = torch._dynamo.config.patch(recompile_limit=64, fail_on_recompile_limit_hit=True)
+    with torch.no_grad(), limits:  # scoped: a caller's (a test's) settings are left alone
+        run_all(args, result, out)
     result["wall_s"] = round(time.time() - result.pop("t0"), 1)
     _write(out, result)
     from bench.e2e.serve_report import plot, table
