@@ -23,6 +23,7 @@ import time
 
 import torch
 
+from bench.e2e.models import build_llama
 from raas_flex.hf.compat import returned_cache
 
 PROMPT_LEN = 128
@@ -31,20 +32,7 @@ CHECK_TOKENS = 48  # warm-up length; also the graph-vs-direct token comparison
 
 def llama_1b(device: str, tiny: bool):
     """Llama-3.2-1B shapes (16 layers, 2048 hidden, 32 q / 8 kv heads, head_dim 64), bf16."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-    size = (dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                 num_attention_heads=4, num_key_value_heads=2, head_dim=16, vocab_size=512)
-            if tiny else
-            dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
-                 num_attention_heads=32, num_key_value_heads=8, head_dim=64, vocab_size=128256))
-    config = LlamaConfig(**size, max_position_embeddings=131072, rope_theta=500000.0,
-                         tie_word_embeddings=True, attn_implementation="sdpa")
-    with torch.device(device):
-        model = LlamaForCausalLM(config)
-    model = model.to(torch.bfloat16).eval()
-    model.generation_config.eos_token_id = None  # decode exactly max_new_tokens
-    model.generation_config.pad_token_id = 0
-    return model
+    return build_llama("tiny" if tiny else "llama-3.2-1b", device)
 
 
 class Clock:
