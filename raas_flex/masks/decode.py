@@ -85,6 +85,24 @@ def listed_block_mask(visible: torch.Tensor, page_size: int, query_rows: int,
     )
 
 
+def chosen_blocks(chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(count [B, H, 1], index [B, H, 1, S]) int32 listing the `chosen` ([B, H, S] bool)
+    slots first, ascending; entries past count are S - 1 (the kernel never reads them).
+
+    For selections of data-dependent size over large keep-all pools: a prefix sum and a
+    binary search (the j-th chosen slot is the first whose running count reaches j + 1),
+    O(S log S) over page flags; no sort, no scatter (Inductor failed to generate the
+    prefix-sum scatter for 9,217 slots, _slots_first)."""
+    S = chosen.shape[-1]
+    # int64 throughout: with out_int32 the compiled CPU step attended the wrong pages
+    # (torch 2.13; the standalone function was right), int64 matched eager.
+    running = torch.cumsum(chosen.long(), -1)  # [B, H, S]
+    wanted = torch.arange(1, S + 1, device=chosen.device).expand_as(running).contiguous()
+    index = torch.searchsorted(running, wanted).clamp(max=S - 1)
+    count = running[..., -1:].to(torch.int32)  # [B, H, 1]
+    return count, index.to(torch.int32)[:, :, None, :].contiguous()
+
+
 def pool_blocks(visible: torch.Tensor, pages: torch.Tensor | int | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(count [B, H, 1], index [B, H, 1, S]) listing pages 0 .. pages-1 of the pool
