@@ -108,9 +108,8 @@ def run(args: argparse.Namespace, out: str) -> dict:
 
 def issue15_rows(record, gen: torch.Generator, ns: list[int], configs, kv_dtypes: bool) -> None:
     """Issue 15: SDPA and every policy's default step at batch 1 / 8 / 32, L = 2048,
-    P = 16; the RaaS Triton-kernel step (rf.functional.RAAS_KERNEL on) and flex alone over
-    the pool beside it; keep-all policies at batch 1, N = 4k and
-    128k; 8-bit pools at N = 128k."""
+    P = 16, with flex alone over the RaaS pool beside it; keep-all policies at batch 1,
+    N = 4k and 128k; 8-bit pools (int8, fp8) at N = 128k, batch 1 / 8 / 32."""
     for L, P, B in configs:
         for n in ns:
             record("sdpa", n, None, None, B, cases.sdpa_dense(n, B, gen))
