@@ -37,9 +37,16 @@ STATE = ("fill", "visible", "timestamp", "pinned", "page_id", "current", "length
 ROWS: list[dict] = []
 
 
+OUT: list[str] = []  # the JSON path, rewritten after every row (a cut-off run keeps them)
+
+
 def note(**row) -> None:
     ROWS.append(row)
     print(json.dumps(row), flush=True)
+    if OUT:
+        with open(OUT[0], "w") as f:
+            json.dump(dict(rows=ROWS, command="python -m bench.latency.decode_levers "
+                           + " ".join(sys.argv[1:])), f, indent=1)
 
 
 def _differing(cache, eager) -> list[str]:
@@ -149,6 +156,7 @@ def main() -> None:
     parser.add_argument("--skip-checks", action="store_true")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
+    OUT.append(args.out)
     import triton
     torch._dynamo.config.cache_size_limit = 512
     torch._dynamo.config.accumulated_cache_size_limit = 4096
@@ -161,7 +169,6 @@ def main() -> None:
         check("recycled", 1, 128 * K, 25)
         check("hsr", 1, 128 * K, 12)
         check("quest", 1, 16 * K, 12)
-        check("raas_hsr", 1, 16 * K, 12)
         check("raas", 1, 4 * K, 20)
         print(f"[checks done {time.time() - t0:.0f}s]", flush=True)
 
