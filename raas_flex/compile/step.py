@@ -33,12 +33,7 @@ def compile_decode_step(mode: str | None = None) -> Callable:
     """
     if mode not in COMPILE_MODES:
         raise ValueError(f"mode={mode!r}; choose one of {COMPILE_MODES}.")
-    # Inductor's comprehensive padding (strides >= 1024 elements, i.e. only keep-all pools
-    # of 1k+ slots) broke its Triton codegen for recycled's select over 8,449 slots on torch
-    # 2.11 (InductorError in get_block_shape, H200, issue 15); the CPU never pads.
-    options = {**torch._inductor.list_mode_options(mode or "default"),
-               "comprehensive_padding": False}
-    return torch.compile(decode_step_tensors, fullgraph=True, dynamic=False, options=options)
+    return torch.compile(decode_step_tensors, fullgraph=True, dynamic=False, mode=mode)
 
 
 def compiled_decode_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
