@@ -21,16 +21,7 @@ from raas_flex.cache import (
 )
 from raas_flex.config import RaaSConfig
 from raas_flex.policies import Policy
-from raas_flex.policies.raas import RaaSPolicy
 from raas_flex.sizing import check_prompt_fits, pool_slots
-
-# True: on CUDA the default RaaS policy's step runs its bookkeeping as one Triton kernel
-# (raas_flex.compile.raas_kernel). Off by default: measured on the H200 (bench/NOTES.md,
-# issue 15) the kernel alone took 20.7 us, the whole step 64 us against 37.7 us for the
-# generic step below, whose ~13 small Inductor kernels cost less than that one program
-# per (sequence, kv head).
-RAAS_KERNEL = False
-
 
 def new_layer_cache(config: RaaSConfig, policy: Policy, batch: int, kv_heads: int,
                     head_dim: int, prompt_tokens: int, max_new_tokens: int | None = None,
@@ -74,9 +65,6 @@ def decode_step_tensors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                         cache: LayerCache, policy: Policy, step: torch.Tensor,
                         scale: float) -> torch.Tensor:
     """One decode step, branch-free and sync-free. q [B, Hq, 1, D]; k, v [B, H, 1, D]."""
-    if uses_raas_kernel(cache, policy):
-        from raas_flex.compile.raas_kernel import raas_decode_step
-        return raas_decode_step(q, k, v, cache, policy, step, scale)
     B, Hq, _, D = q.shape
     H = k.shape[1]
     opened = open_page_if_needed(cache, policy.eviction_key(cache, step), step)
@@ -88,18 +76,11 @@ def decode_step_tensors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     policy.update(cache, scores, step)
     visible, blocks = policy.select_blocks(cache, scores, step)
     slots = torch.arange(cache.num_slots, device=q.device).expand_as(cache.visible)
-    cache.visible.scatter_(-1, slots, visible.to(torch.int32))  # in place: read by mask_mod
+    # In place through scatter_, not copy_: after a copy_ Inductor hands flex the computed
+    # tensor instead of the buffer, which its CPU kernel cannot lower (NoValidChoicesError).
+    cache.visible.scatter_(-1, slots, visible.to(torch.int32))  # read by mask_mod
     out = attend_visible(query, cache, scale, policy.config.attention_kernel, blocks)
     return out.reshape(B, Hq, 1, D).to(q.dtype)
-
-
-def uses_raas_kernel(cache: LayerCache, policy: Policy) -> bool:
-    """Whether decode_step_tensors runs the CUDA RaaS kernel step for this layer: the
-    default policy (raas, top_ratio importance, bound scores, flex attention) on CUDA."""
-    c = policy.config
-    return (RAAS_KERNEL and cache.k.device.type == "cuda" and type(policy) is RaaSPolicy
-            and c.importance == "top_ratio" and c.score_source == "bound"
-            and c.attention_kernel == "flex")
 
 
 def decode_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: LayerCache,

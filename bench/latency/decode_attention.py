@@ -101,14 +101,6 @@ def run(args: argparse.Namespace, out: str) -> dict:
                 record(name, n, L, P, B, case)
                 if name == "raas" and (main or n == 128 * K):
                     record("flex_pool", n, L, P, B, cases.flex_over_pool(cache, B, gen))
-                if name == "raas":
-                    record("raas_fused", n, L, P, B, cases.raas_fused_step(n, L, P, B, gen))
-                    if main or args.followup:
-                        record("raas_fused_eager", n, L, P, B, cases.raas_fused_step(
-                            n, L, P, B, gen, compiled=False))
-                    if main and not args.followup:
-                        record("raas_fused_split2x", n, L, P, B, cases.raas_fused_step(
-                            n, L, P, B, gen, cases.split_kv_2x(B)))
                 del case, cache
                 torch.cuda.empty_cache()
     return dict(bandwidth_Bps=bw, launch_ms=launch, rows=rows)
@@ -116,9 +108,8 @@ def run(args: argparse.Namespace, out: str) -> dict:
 
 def issue15_rows(record, gen: torch.Generator, ns: list[int], configs, kv_dtypes: bool) -> None:
     """Issue 15: SDPA and every policy's default step at batch 1 / 8 / 32, L = 2048,
-    P = 16; the RaaS Triton-kernel step (rf.functional.RAAS_KERNEL on) and flex alone over
-    the pool beside it; keep-all policies at batch 1, N = 4k and
-    128k; 8-bit pools at N = 128k."""
+    P = 16, with flex alone over the RaaS pool beside it; keep-all policies at batch 1,
+    N = 4k and 128k; 8-bit pools (int8, fp8) at N = 128k, batch 1 / 8 / 32."""
     for L, P, B in configs:
         for n in ns:
             record("sdpa", n, None, None, B, cases.sdpa_dense(n, B, gen))
@@ -133,12 +124,6 @@ def issue15_rows(record, gen: torch.Generator, ns: list[int], configs, kv_dtypes
                 if name == "raas" and n in (4 * K, 128 * K):
                     record("flex_pool", n, L, P, B, cases.flex_over_pool(
                         cache, B, gen, cache.kernel_options))
-                    rf.functional.RAAS_KERNEL = True
-                    try:
-                        case, cache = cases.policy_step(name, n, L, P, B, gen)
-                        record("raas_kernel", n, L, P, B, case)
-                    finally:
-                        rf.functional.RAAS_KERNEL = False
                 del case, cache
                 torch.cuda.empty_cache()
     if kv_dtypes:

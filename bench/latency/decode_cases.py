@@ -66,25 +66,6 @@ def policy_step(name: str, n: int, budget: int, page: int, batch: int,
     return (run, kv_bytes(batch, tokens, kv_dtype)), cache
 
 
-def raas_fused_step(n: int, budget: int, page: int, batch: int, gen: torch.Generator,
-                    kernel_options: dict | None = None, compiled: bool = True) -> Case:
-    """The RaaS step with its bookkeeping fused into one Triton kernel (CUDA only)."""
-    from bench.latency.fused_raas import FusedRaaSStep
-    policy = rf.make_policy(rf.RaaSConfig(budget=budget, page_size=page))
-    cache, step = seen_cache(policy, batch, KV_HEADS, HEAD_DIM, n, 0, torch.bfloat16,
-                             "cuda", gen)
-    q, k, v = _randn(gen, batch, Q_HEADS, 1, HEAD_DIM), _randn(
-        gen, batch, KV_HEADS, 1, HEAD_DIM), _randn(gen, batch, KV_HEADS, 1, HEAD_DIM)
-    fused = FusedRaaSStep(cache, policy, kernel_options, compiled)
-    return (lambda: fused(q, k, v, step, SCALE)), kv_bytes(batch, cache.capacity)
-
-
-def split_kv_2x(batch: int) -> dict:
-    """kernel_options doubling flex's default split count (2·SMs / (B·H) -> 4·SMs / (B·H))."""
-    sms = torch.cuda.get_device_properties("cuda").multi_processor_count
-    return {"SPLIT_KV": max(4 * sms // (batch * KV_HEADS), 1)}
-
-
 def attend_only(cache, batch: int, gen: torch.Generator, kv_dtype: str | None,
                 kernel_options: dict | None = None) -> Case:
     """The step's attention alone, compiled: block mask from `visible` + flex (+ for a

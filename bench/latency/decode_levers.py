@@ -1,11 +1,13 @@
 """Issue 15: where a decode step's time goes, lever by lever, on the GPU.
 
-python -m bench.latency.decode_levers [--out levers.json] [--skip-checks]
+python -m bench.latency.decode_levers [--out levers.json] [--skip-checks] [--profile]
 
-Checks first (compiled RaaS kernel step == eager generic step == float64 reference, same
-state after every step, 1 graph), then times, at N = 128k, L = 2048, P = 16: the step, the
-generic step, flex alone under each mask layout and kernel option, the bookkeeping alone,
-and the keep-all policies; and profiles the captured graphs (kernels per replay).
+Checks first: for each policy changed by issue 15 (hsr, recycled, quest, raas) the compiled
+step against the eager step and a float64 reference, from one state, step by step (state
+differences counted), and recycled's gated page-mass kernel against scores.page_mass.
+Then times, at L = 2048, P = 16, batch 1: SDPA; the RaaS step at N = 4k with stages left
+out (no scores/update, no attention); flex alone; the keep-all policies and raas_hsr at
+N = 4k and 128k; and profiles the captured graphs (kernels per replay).
 """
 
 from __future__ import annotations
@@ -17,16 +19,17 @@ import time
 
 import torch
 
-
-import raas_flex as rf  # noqa: E402
-from bench.latency import decode_cases as cases  # noqa: E402
-from bench.latency.decode_probe import profile, reference  # noqa: E402
-from bench.latency.decode_state import decode_inputs, seen_cache  # noqa: E402
-from bench.latency.decode_timing import capture, copy_bandwidth, graph_median_ms, launch_ms  # noqa: E402
-from raas_flex import functional  # noqa: E402
-from raas_flex.compile import clone_cache, compile_decode_step, recompile_count  # noqa: E402
-from raas_flex.functional import decode_step_tensors  # noqa: E402
-from raas_flex.masks import decode_block_mask, listed_block_mask, pool_blocks  # noqa: E402
+import raas_flex as rf
+from bench.latency import decode_cases as cases
+from bench.latency.decode_probe import profile, reference
+from bench.latency.decode_state import decode_inputs, seen_cache
+from bench.latency.decode_timing import copy_bandwidth, graph_median_ms, launch_ms
+from raas_flex import functional
+from raas_flex.compile import clone_cache, compile_decode_step, recompile_count
+from raas_flex.functional import decode_step_tensors
+from raas_flex.policies.gated_mass import gated_page_mass, page_log_mass
+from raas_flex.policies.raas import RaaSPolicy
+from raas_flex.policies.scores import page_mass
 
 K = 1024
 STATE = ("fill", "visible", "timestamp", "pinned", "page_id", "current", "length", "kmin",
@@ -34,16 +37,31 @@ STATE = ("fill", "visible", "timestamp", "pinned", "page_id", "current", "length
 ROWS: list[dict] = []
 
 
+OUT: list[str] = []  # the JSON path, rewritten after every row (a cut-off run keeps them)
+
+
 def note(**row) -> None:
     ROWS.append(row)
     print(json.dumps(row), flush=True)
+    if OUT:
+        with open(OUT[0], "w") as f:
+            json.dump(dict(rows=ROWS, command="python -m bench.latency.decode_levers "
+                           + " ".join(sys.argv[1:])), f, indent=1)
 
 
-def check(name: str, batch: int, n: int, steps: int, kv_dtype=None) -> None:
-    """Compiled default step vs the eager generic step (RAAS_KERNEL off) from one state."""
+def _differing(cache, eager) -> list[str]:
+    bad = [f for f in STATE if not torch.equal(getattr(cache, f), getattr(eager, f))]
+    for name, value in cache.policy_state.items():
+        other = eager.policy_state[name]
+        if not torch.equal(value.nan_to_num(), other.nan_to_num()):
+            bad.append(name)
+    return bad
+
+
+def check(name: str, batch: int, n: int, steps: int) -> None:
+    """Compiled step vs the eager step (same code, not compiled) from one state."""
     gen = torch.Generator(device="cuda").manual_seed(7)
-    policy = rf.make_policy(rf.RaaSConfig(budget=2048, page_size=16, policy=name,
-                                          kv_dtype=kv_dtype))
+    policy = rf.make_policy(rf.RaaSConfig(budget=2048, page_size=16, policy=name))
     cache, step = seen_cache(policy, batch, 8, 128, n, 4096, torch.bfloat16, "cuda", gen)
     eager = clone_cache(cache)
     compiled = compile_decode_step(None)
@@ -52,26 +70,39 @@ def check(name: str, batch: int, n: int, steps: int, kv_dtype=None) -> None:
     for i in range(steps):
         q, k, v = decode_inputs(batch, gen)
         out = compiled(q, k, v, cache, policy, step + i, 128 ** -0.5)
-        functional.RAAS_KERNEL = False
-        try:
-            ref_out = decode_step_tensors(q, k, v, eager, policy, step + i, 128 ** -0.5)
-        finally:
-            functional.RAAS_KERNEL = True
-        bad = [f for f in STATE if not torch.equal(getattr(cache, f), getattr(eager, f))]
-        if bad:
+        ref_out = decode_step_tensors(q, k, v, eager, policy, step + i, 128 ** -0.5)
+        bad = _differing(cache, eager)
+        if bad:  # decisions diverged (a rounding tie): resync to keep comparing outputs
             differ.append((i, bad))
-            for f in STATE:
-                getattr(eager, f).copy_(getattr(cache, f))
-        if kv_dtype is None:
-            ref = reference(q, cache)
-            worst_ref = max(worst_ref, float((out.double() - ref).norm() / ref.norm()))
+            eager = clone_cache(cache)
+        ref = reference(q, cache)
+        worst_ref = max(worst_ref, float((out.double() - ref).norm() / ref.norm()))
         worst_eager = max(worst_eager, float((out.double() - ref_out.double()).norm()
                                              / ref_out.double().norm()))
-    note(kind="check", policy=name, batch=batch, N=n, kv_dtype=kv_dtype, steps=steps,
-         rel_err_vs_f64=worst_ref, rel_err_vs_eager_generic=worst_eager,
+    note(kind="check", policy=name, batch=batch, N=n, steps=steps,
+         rel_err_vs_f64=worst_ref, rel_err_vs_eager=worst_eager,
          steps_differing=len(differ), first_differ=str(differ[:3]),
-         recompiles=recompile_count(compiled), kernel_step=functional.uses_raas_kernel(
-             cache, policy))
+         recompiles=recompile_count(compiled))
+
+
+def check_gated_mass(n: int) -> None:
+    """The Triton page-mass kernel against scores.page_mass (torch) on a 128k pool."""
+    gen = torch.Generator(device="cuda").manual_seed(5)
+    policy = rf.make_policy(rf.RaaSConfig(budget=2048, page_size=16, policy="recycled"))
+    cache, _ = seen_cache(policy, 2, 8, 128, n, 4096, torch.bfloat16, "cuda", gen)
+    q = decode_inputs(2, gen)[0].view(2, 8, 4, 128)
+    expected = page_mass(q, cache, 128 ** -0.5, cache.fill)
+    got = gated_page_mass(q, cache, 128 ** -0.5, torch.tensor(True, device="cuda"))
+    skipped = page_log_mass(q, cache.k, cache.fill, torch.tensor(False, device="cuda"),
+                            128 ** -0.5)
+    err = float(((got - expected).abs() / expected.abs().clamp(min=1e-30)).max())
+    held = cache.fill > 0
+    note(kind="check", policy="gated_page_mass", N=n, max_rel_err=err,
+         max_abs_err=float((got - expected).abs().max()),
+         same_top_128=bool(torch.equal(
+             torch.topk(torch.where(held, got, -1.0), 128).indices.sort(-1).values,
+             torch.topk(torch.where(held, expected, -1.0), 128).indices.sort(-1).values)),
+         skipped_all_neg_inf=bool(torch.isneginf(skipped).all()))
 
 
 def timed(method: str, fn, nbytes: int, bw: float, launch: float, **extra) -> float | None:
@@ -87,27 +118,36 @@ def timed(method: str, fn, nbytes: int, bw: float, launch: float, **extra) -> fl
     return ms
 
 
-_flex = torch.compile(torch.nn.attention.flex_attention.flex_attention, fullgraph=True,
-                      dynamic=False)
+class NoScoreRaaS(RaaSPolicy):
+    """RaaS with the score and the timestamp update left out (append, eviction, mask and
+    attention kept): what the bound + ranking + update stages cost."""
+
+    def score(self, q, cache, scale):
+        return None
+
+    def update(self, cache, scores, step):
+        pass
 
 
-def flex_case(cache, batch, gen, layout: str, options: dict | None):
-    query = cases._randn(gen, batch, 8, 4, 128)
-    if layout == "compacted":
-        mask = decode_block_mask(cache.visible, cache.page_size, 4)
-    elif layout == "listed":
-        mask = listed_block_mask(cache.visible, cache.page_size, 4, *pool_blocks(cache.visible))
-    else:  # "all_full": every page a full block, no mask_mod (an upper bound on speed)
-        B, H, S = cache.visible.shape
-        count, index = pool_blocks(cache.visible)
-        zero = torch.zeros_like(count)
-        from torch.nn.attention.flex_attention import BlockMask
-        mask = BlockMask.from_kv_blocks(zero, index.contiguous(), count, index.contiguous(),
-                                        BLOCK_SIZE=(128, cache.page_size),
-                                        seq_lengths=(4, S * cache.page_size),
-                                        compute_q_blocks=False)
-    return lambda: _flex(query, cache.k, cache.v, block_mask=mask, scale=cases.SCALE,
-                         kernel_options=options)
+def variant_step(policy, n: int, gen, no_attention: bool = False):
+    """The compiled step of `policy` at N, L = 2048, P = 16, batch 1; with no_attention the
+    flex call is replaced by a copy of the query (bookkeeping alone)."""
+    cache, step = seen_cache(policy, 1, 8, 128, n, cases.KEEP_ALL_MARGIN, torch.bfloat16,
+                             "cuda", gen)
+    q, k, v = decode_inputs(1, gen)
+    compiled = compile_decode_step(None)
+    if not no_attention:
+        return lambda: compiled(q, k, v, cache, policy, step, cases.SCALE)
+
+    def run():
+        original = functional.attend_visible
+        functional.attend_visible = lambda query, *args, **kw: query.float() * 1.0
+        try:
+            return compiled(q, k, v, cache, policy, step, cases.SCALE)
+        finally:
+            functional.attend_visible = original
+
+    return run
 
 
 def main() -> None:
@@ -116,6 +156,7 @@ def main() -> None:
     parser.add_argument("--skip-checks", action="store_true")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
+    OUT.append(args.out)
     import triton
     torch._dynamo.config.cache_size_limit = 512
     torch._dynamo.config.accumulated_cache_size_limit = 4096
@@ -123,73 +164,58 @@ def main() -> None:
     bw, launch = copy_bandwidth(), launch_ms()
     note(kind="device", device=torch.cuda.get_device_name(), torch=torch.__version__,
          triton=triton.__version__, bandwidth_GBps=bw / 1e9, launch_us=launch * 1e3)
-
     if not args.skip_checks:
-        check("raas", 1, 128 * K, 40)
-        check("raas", 4, 16 * K, 40)
-        # int8 pools need torchao, absent from the device image (2026-12-01)
-        check("quest", 1, 16 * K, 20)
+        check_gated_mass(128 * K)
+        check("recycled", 1, 128 * K, 25)
+        check("hsr", 1, 128 * K, 12)
+        check("quest", 1, 16 * K, 12)
+        check("raas", 1, 4 * K, 20)
         print(f"[checks done {time.time() - t0:.0f}s]", flush=True)
 
     gen = torch.Generator(device="cuda").manual_seed(0)
-    n, L, P = 128 * K, 2048, 16
-    for B in (1,):
-        for N in (4 * K, 128 * K):
-            timed("sdpa", *cases.sdpa_dense(N, B, gen), bw, launch, N=N, batch=B)
-        (step_fn, nbytes), cache = cases.policy_step("raas", n, L, P, B, gen)
-        timed("raas", step_fn, nbytes, bw, launch, N=n, batch=B)
-        if args.profile:
-            profile(step_fn, f"raas kernel step B={B}")
-        functional.RAAS_KERNEL = False
-        (gen_fn, _), gcache = cases.policy_step("raas", n, L, P, B, gen)
-        timed("raas_generic", gen_fn, nbytes, bw, launch, N=n, batch=B)
-        if args.profile:
-            profile(gen_fn, f"raas generic step B={B}")
-        functional.RAAS_KERNEL = True
-        del gcache
-        from raas_flex.compile.raas_kernel import raas_bookkeep
-        q = cases._randn(gen, B, 8, 4, 128)
-        kk = cases._randn(gen, B, 8, 1, 128)
-        step = torch.tensor(n, device="cuda")
-        timed("bookkeeping_kernel_alone", lambda: raas_bookkeep(q, kk, cache, step, 0.088, 0.5),
-              0, bw, launch, N=n, batch=B)
-        print(f"[{time.time() - t0:.0f}s]", flush=True)
-        for layout, option_list in (
-                ("listed", (None, {"num_stages": 3}, {"SPLIT_KV": 16, "num_stages": 3},
-                            {"SPLIT_KV": 64, "num_stages": 3})),
-                ("compacted", (None, {"num_stages": 3})), ("all_full", ({"num_stages": 3},))):
-            for options in option_list:
-                timed(f"flex_{layout}", flex_case(cache, B, gen, layout, options),
-                      cases.kv_bytes(B, L), bw, launch, N=n, batch=B, options=options)
-        if args.profile:
-            profile(flex_case(cache, B, gen, "listed", {"num_stages": 3}), "flex listed")
-        print(f"[{time.time() - t0:.0f}s]", flush=True)
-        del cache
-    for name in ("quest", "dense", "hsr"):
-        (fn, nbytes), cache = cases.policy_step(name, n, L, P, 1, gen)
-        timed(name, fn, nbytes, bw, launch, N=n, batch=1)
-        if args.profile and name == "quest":
-            profile(fn, "quest step")
-        del cache
-        torch.cuda.empty_cache()
-        print(f"[{time.time() - t0:.0f}s]", flush=True)
-    for B in (8, 32):
+    L, P, B = 2048, 16, 1
+    for n in (4 * K, 128 * K):
         timed("sdpa", *cases.sdpa_dense(n, B, gen), bw, launch, N=n, batch=B)
-        (fn, nbytes), cache = cases.policy_step("raas", n, L, P, B, gen)
-        timed("raas", fn, nbytes, bw, launch, N=n, batch=B)
-        for options in ({"num_stages": 3},):
-            timed("flex_listed", flex_case(cache, B, gen, "listed", options),
-                  cases.kv_bytes(B, L), bw, launch, N=n, batch=B, options=options)
-        del cache
-        torch.cuda.empty_cache()
+    n = 4 * K
+    (step_fn, nbytes), cache = cases.policy_step("raas", n, L, P, B, gen)
+    timed("raas", step_fn, nbytes, bw, launch, N=n, batch=B)
+    if args.profile:
+        profile(step_fn, "raas step N=4k")
+    timed("flex_pool", *cases.flex_over_pool(cache, B, gen, cache.kernel_options), bw, launch,
+          N=n, batch=B)
+    config = rf.RaaSConfig(budget=L, page_size=P)
+    timed("raas_no_score_update", variant_step(NoScoreRaaS(config), n, gen), nbytes, bw,
+          launch, N=n, batch=B)
+    bookkeeping = variant_step(RaaSPolicy(config), n, gen, no_attention=True)
+    timed("raas_bookkeeping_only", bookkeeping, nbytes, bw, launch, N=n, batch=B)
+    if args.profile:
+        profile(bookkeeping, "raas bookkeeping only N=4k")
+    del cache
+    print(f"[{time.time() - t0:.0f}s]", flush=True)
+    for name in ("quest", "hsr", "recycled", "raas_hsr"):
+        for n in (4 * K, 128 * K):
+            (fn, nbytes), cache = cases.policy_step(name, n, L, P, B, gen)
+            timed(name, fn, nbytes, bw, launch, N=n, batch=B)
+            # what the last replay attended (hsr's threshold is data-dependent)
+            note(kind="attended", method=name, N=n,
+                 tokens_per_head=int(cache.visible.sum()) // (B * 8))
+            if args.profile and n == 128 * K:
+                profile(fn, f"{name} step N=128k")
+            if n == 128 * K and name in ("hsr", "recycled"):
+                policy = rf.make_policy(rf.RaaSConfig(budget=L, page_size=P, policy=name))
+                timed(f"{name}_bookkeeping_only", variant_step(policy, n, gen, True), 0,
+                      bw, launch, N=n, batch=B)
+            del cache
+            torch.cuda.empty_cache()
+        print(f"[{time.time() - t0:.0f}s]", flush=True)
     with open(args.out, "w") as f:
         json.dump(dict(rows=ROWS, wall_s=time.time() - t0,
-                       command="python -m bench.latency.decode_levers " + " ".join(sys.argv[1:])), f, indent=1)
-    print("\nmethod                     B   options                      us")
+                       command="python -m bench.latency.decode_levers " + " ".join(sys.argv[1:])),
+                  f, indent=1)
+    print("\nmethod                     N      us")
     for r in ROWS:
         if r.get("kind") == "time":
-            print(f"{r['method']:<26} {r.get('batch', ''):>2} {json.dumps(r.get('options')):<28}"
-                  f" {r.get('median_us', float('nan')):8.1f}")
+            print(f"{r['method']:<26} {r.get('N', 0) // K:>4}k {r.get('median_us', float('nan')):8.1f}")
 
 
 if __name__ == "__main__":

@@ -55,36 +55,6 @@ def check(name: str, batch: int, n: int, budget: int, page: int, steps: int) -> 
           flush=True)
 
 
-def check_fused(batch: int, n: int, budget: int, page: int, steps: int,
-                compiled: bool = True) -> None:
-    """Fused-kernel RaaS step vs the generic eager step, from one state, step by step."""
-    from bench.latency.fused_raas import FusedRaaSStep
-    gen = torch.Generator(device="cuda").manual_seed(3)
-    policy = rf.make_policy(rf.RaaSConfig(budget=budget, page_size=page))
-    cache, step = seen_cache(policy, batch, 8, 128, n, 0, torch.bfloat16, "cuda", gen)
-    eager = clone_cache(cache)
-    fused = FusedRaaSStep(cache, policy, compiled=compiled)
-    worst_ref = worst_eager = 0.0
-    differ = []
-    for i in range(steps):
-        q, k, v = decode_inputs(batch, gen)
-        out = fused(q, k, v, step + i, 128 ** -0.5)
-        ref_out = decode_step_tensors(q, k, v, eager, policy, step + i, 128 ** -0.5)
-        ref = reference(q, cache)
-        worst_ref = max(worst_ref, float((out.double() - ref).norm() / ref.norm()))
-        worst_eager = max(worst_eager, float((out.double() - ref_out.double()).norm() / ref.norm()))
-        bad = [f for f in STATE + ("k", "v", "kmin", "kmax", "overflow")
-               if not torch.equal(getattr(cache, f), getattr(eager, f))]
-        if bad:
-            differ.append((i, bad))
-            for f in STATE + ("k", "v", "kmin", "kmax", "overflow"):
-                getattr(eager, f).copy_(getattr(cache, f))
-    print(f"check fused (compiled={compiled}) B={batch} N={n} L={budget} P={page}: "
-          f"{steps} steps, rel err vs f64 "
-          f"{worst_ref:.2e}, vs eager {worst_eager:.2e}, steps with state differing "
-          f"{len(differ)} {differ[:3]}", flush=True)
-
-
 def reduce_overhead_check() -> None:
     from torch._dynamo.utils import counters
     gen = torch.Generator(device="cuda").manual_seed(2)
@@ -120,34 +90,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--variants", action="store_true")
     parser.add_argument("--profile", action="store_true")
-    parser.add_argument("--only-fused", action="store_true",
-                        help="only check and profile the fused RaaS step")
     args = parser.parse_args()
     import triton
     print(torch.__version__, triton.__version__, torch.cuda.get_device_name(), flush=True)
     torch._dynamo.config.cache_size_limit = 512
-    if args.only_fused:
-        check_fused(1, 128 * 1024, 2048, 16, 40)
-        check_fused(4, 16 * 1024, 1024, 64, 140)
-        check_fused(2, 8 * 1024, 4096, 16, 40)
-        case = cases.raas_fused_step(128 * 1024, 2048, 16, 1, torch.Generator(device="cuda"))
-        profile(case[0], "raas fused step P=16")
-        return
     t0 = time.time()
     check("raas", 2, 4096, 512, 16, 40)
     print(f"  (compile + check {time.time() - t0:.1f}s)")
     check("raas", 1, 128 * 1024, 2048, 16, 20)
-    for compiled in (False, True):
-        try:
-            check_fused(2, 4096, 512, 16, 40, compiled)
-            check_fused(1, 128 * 1024, 2048, 16, 40, compiled)
-            check_fused(4, 16 * 1024, 1024, 64, 140, compiled)
-        except Exception as exc:
-            print(f"check fused (compiled={compiled}) FAILED: {type(exc).__name__}: "
-                  f"{str(exc)[:1500]}", flush=True)
-    if args.profile:
-        case = cases.raas_fused_step(128 * 1024, 2048, 16, 1, torch.Generator(device="cuda"))
-        profile(case[0], "raas fused step P=16")
     if args.variants:
         reduce_overhead_check()
     gen = torch.Generator(device="cuda").manual_seed(0)

@@ -53,6 +53,10 @@ class LayerCache:
     # buffers, not tensors computed in the compiled graph. Unwritten tokens: 1 and 0.
     k_scale: torch.Tensor | None = None  # [B, H, S*P] float32: k ≈ codes * k_scale
     v_logscale: torch.Tensor | None = None  # [B, H, S*P] float32: v ≈ codes * exp(v_logscale)
+    # Every slot as a kernel block list, (count [B, H, 1], index [B, H, 1, S]) int32:
+    # what an evicting pool's step attends (masks.listed_block_mask). Allocated once so a
+    # compiled step reads it instead of materialising two constant tensors per step.
+    every_slot: tuple[torch.Tensor, torch.Tensor] | None = None
     # flex kernel_options for the decode call, chosen on the host at allocation (None:
     # torch's defaults); read by the attention, so a compiled step never queries the device.
     kernel_options: dict | None = None
@@ -129,6 +133,11 @@ def allocate_layer_cache(
         overflow=torch.zeros((), dtype=torch.bool, device=device),
         page_size=page_size,
         kernel_options=kernel_options,
+        every_slot=(
+            torch.full((batch, kv_heads, 1), num_slots, dtype=torch.int32, device=device),
+            torch.arange(num_slots, dtype=torch.int32, device=device)
+            .expand(batch, kv_heads, 1, num_slots).contiguous(),
+        ),
         k_scale=None if kv_dtype is None else torch.ones(batch, kv_heads, tokens, device=device),
         v_logscale=None if kv_dtype is None else torch.zeros(batch, kv_heads, tokens,
                                                              device=device),

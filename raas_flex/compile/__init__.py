@@ -1,9 +1,8 @@
 """Speed: the decode step as one compiled graph, and guards that prove it stays one graph.
 
-`compile_decode_step()` is the path for every policy, CPU and GPU. On CUDA the decode step
-can run the RaaS bookkeeping as one Triton kernel (`raas_flex.compile.raas_kernel`, opt-in,
-see raas_flex/functional.py); the older experimental fused step lives in
-bench/latency/fused_raas.py. See bench/NOTES.md for when either was faster.
+`compile_decode_step()` is the path for every policy, CPU and GPU. (Two Triton kernels that
+fused the RaaS bookkeeping were measured slower than this generic step on the H200 and
+removed; bench/NOTES.md keeps their figures.)
 """
 
 from raas_flex.compile.guards import compile_count, count_graph_breaks, recompile_count

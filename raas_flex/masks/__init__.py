@@ -2,7 +2,8 @@
 "sdpa" kernel, as the equivalent boolean tensors)."""
 
 from raas_flex.masks.decode import (
-    decode_block_mask, listed_block_mask, pool_blocks, visible_tokens_mask_mod,
+    chosen_blocks, decode_block_mask, listed_block_mask, pool_blocks,
+    visible_tokens_mask_mod,
 )
 from raas_flex.masks.dense import visible_token_mask
 from raas_flex.masks.prefill import (
@@ -10,7 +11,7 @@ from raas_flex.masks.prefill import (
 )
 
 __all__ = [
-    "causal_padding_mask", "causal_padding_mask_mod", "decode_block_mask", "listed_block_mask",
-    "pool_blocks",
+    "causal_padding_mask", "causal_padding_mask_mod", "chosen_blocks", "decode_block_mask",
+    "listed_block_mask", "pool_blocks",
     "prefill_block_mask", "visible_token_mask", "visible_tokens_mask_mod",
 ]

@@ -85,6 +85,37 @@ def listed_block_mask(visible: torch.Tensor, page_size: int, query_rows: int,
     )
 
 
+SCAN_WIDTH = 128  # chosen_blocks' prefix sum runs in rows of this many slots
+
+
+def chosen_blocks(chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(count [B, H, 1], index [B, H, 1, S]) int32 listing the `chosen` ([B, H, S] bool)
+    slots first, ascending; entries past count are S - 1 (the kernel never reads them).
+
+    For selections of data-dependent size over large keep-all pools: a prefix sum and a
+    binary search (the j-th chosen slot is the first whose running count reaches j + 1),
+    O(S log S) over page flags; no sort, no scatter (Inductor failed to generate the
+    prefix-sum scatter for 9,217 slots, _slots_first). The prefix sum runs in two levels
+    (within rows of SCAN_WIDTH slots, then over the row totals): on torch 2.11 + H200 one
+    cumsum over 8,449+ slots, fused with the selection that feeds it, failed Inductor's
+    Triton codegen (get_block_shape), and short scans stay single-pass kernels.
+    """
+    B, H, S = chosen.shape
+    rows = -(-S // SCAN_WIDTH)
+    flags = torch.nn.functional.pad(chosen.long(), (0, rows * SCAN_WIDTH - S))
+    within = torch.cumsum(flags.view(B, H, rows, SCAN_WIDTH), -1)  # [B, H, rows, W]
+    totals = within[..., -1]  # [B, H, rows]
+    before = torch.cumsum(totals, -1) - totals  # chosen slots in earlier rows
+    running = (within + before[..., None]).view(B, H, rows * SCAN_WIDTH)[..., :S]
+    running = running.contiguous()
+    wanted = torch.arange(1, S + 1, device=chosen.device).expand_as(running).contiguous()
+    # int64 throughout: with out_int32 the compiled CPU step attended the wrong pages
+    # (torch 2.13; the standalone function was right), int64 matched eager.
+    index = torch.searchsorted(running, wanted).clamp(max=S - 1)
+    count = running[..., -1:].to(torch.int32)  # [B, H, 1]
+    return count, index.to(torch.int32)[:, :, None, :].contiguous()
+
+
 def pool_blocks(visible: torch.Tensor, pages: torch.Tensor | int | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(count [B, H, 1], index [B, H, 1, S]) listing pages 0 .. pages-1 of the pool

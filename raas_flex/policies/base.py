@@ -11,7 +11,7 @@ from typing import ClassVar, Protocol
 import torch
 
 from raas_flex.cache.pool import LayerCache
-from raas_flex.masks.decode import pool_blocks
+from raas_flex.masks.decode import chosen_blocks
 
 Blocks = tuple[torch.Tensor, torch.Tensor]  # (count [B, H, 1], index [B, H, 1, K]) int32
 
@@ -125,14 +125,18 @@ class Policy:
         return cache.fill
 
     def select_blocks(self, cache: LayerCache, scores: torch.Tensor | None,
-                      step: torch.Tensor) -> tuple[torch.Tensor, Blocks | None]:
+                      step: torch.Tensor) -> tuple[torch.Tensor, Blocks]:
         """`select`, plus the attention kernel's block list: (count, index) naming every
-        page the selection makes visible (masks.listed_block_mask), or None to have the
-        step compact the selection into block lists (masks.decode_block_mask)."""
-        return self.select(cache, scores, step), self.attend_blocks(cache)
+        page the selection makes visible (masks.listed_block_mask). `attend_blocks`, or
+        where it gives None, the selected pages themselves (masks.chosen_blocks: a prefix
+        sum and a binary search over page flags, O(S log S), no sort)."""
+        visible = self.select(cache, scores, step)
+        blocks = self.attend_blocks(cache)
+        return visible, chosen_blocks(visible > 0) if blocks is None else blocks
 
     def attend_blocks(self, cache: LayerCache) -> Blocks | None:
         """An evicting pool holds at most the budget: list all of it, a constant of the
         graph (no per-step compaction; unselected pages are masked by `visible`). A
-        keep-all pool: None (compact), since listing all of it would read O(N)."""
-        return None if self.keeps_all else pool_blocks(cache.visible)
+        keep-all pool: None (list the selection), since listing all of it would read
+        O(N)."""
+        return None if self.keeps_all else cache.every_slot

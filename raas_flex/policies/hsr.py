@@ -44,6 +44,7 @@ import torch
 
 from raas_flex.cache.pool import LayerCache
 from raas_flex.policies.base import Policy, PolicyOptions
+from raas_flex.policies.scores import fused_reduction, head_page_bound
 
 BOUND = "dropped_mass_bound"  # [B, H] float32
 ATTEND = "hsr_attend"  # [B, H, S] bool: pages attended this step
@@ -52,16 +53,30 @@ LOG_MARGIN = 1e-6
 
 def rounding_slack(q: torch.Tensor, keys_abs: torch.Tensor, scale: float) -> torch.Tensor:
     """Upper bound on the fp32 error of scale·q·k for |k| <= keys_abs: [..., G, N]."""
-    unit = (q.shape[-1] + 2) * 2.0**-23
-    return (q.abs() @ keys_abs.transpose(-1, -2)) * (scale * unit)
+    return (q.abs() @ keys_abs.transpose(-1, -2)) * (scale * slack_unit(q.shape[-1]))
+
+
+def slack_unit(head_dim: int) -> float:
+    """Relative fp32 error of a head_dim-term dot product, any summation order, with
+    room to spare: (head_dim + 2) · 2^-23 of the sum of the terms' magnitudes."""
+    return (head_dim + 2) * 2.0**-23
 
 
 def head_bounds(q: torch.Tensor, cache: LayerCache, scale: float) -> torch.Tensor:
-    """Per query head page bounds plus rounding slack, [B, H, G, S]; -inf on empty slots."""
-    kmax = torch.nan_to_num(cache.kmax, neginf=0.0)  # [B, H, S, D]
-    kmin = torch.nan_to_num(cache.kmin, posinf=0.0)
-    bound = q.clamp(min=0) @ kmax.transpose(-1, -2) + q.clamp(max=0) @ kmin.transpose(-1, -2)
-    bound = bound * scale + rounding_slack(q, torch.maximum(kmax.abs(), kmin.abs()), scale)
+    """Per query head page bounds plus rounding slack, [B, H, G, S]; -inf on empty slots.
+    Compiled: bound and slack are two reductions over the same summary loads (one kernel,
+    the summaries read once); the slack bounds the fp32 error of any summation order."""
+    if fused_reduction(q, cache):
+        kmax = torch.nan_to_num(cache.kmax, neginf=0.0)[:, :, :, None]  # [B, H, S, 1, D]
+        kmin = torch.nan_to_num(cache.kmin, posinf=0.0)[:, :, :, None]
+        qe = q[:, :, None]  # [B, H, 1, G, D]
+        slack = (qe.abs() * torch.maximum(kmax.abs(), kmin.abs())).sum(-1).transpose(-1, -2)
+        bound = head_page_bound(q, cache) * scale + slack * (scale * slack_unit(q.shape[-1]))
+    else:
+        kmax = torch.nan_to_num(cache.kmax, neginf=0.0)  # [B, H, S, D]
+        kmin = torch.nan_to_num(cache.kmin, posinf=0.0)
+        bound = q.clamp(min=0) @ kmax.transpose(-1, -2) + q.clamp(max=0) @ kmin.transpose(-1, -2)
+        bound = bound * scale + rounding_slack(q, torch.maximum(kmax.abs(), kmin.abs()), scale)
     return bound.masked_fill((cache.fill == 0)[:, :, None, :], float("-inf"))
 
 

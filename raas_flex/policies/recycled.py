@@ -16,12 +16,13 @@ stored mass is +inf) and the current page: the paper's "tokens generated since".
 Deviations [project choices]: page granularity (a page's mass is the sum over its tokens,
 instead of max-pooling token scores over a 7-token window); fixed schedule only (the
 paper's query-similarity schedule is not implemented); keeps every page (O(N) memory).
-Cost note: the exact page mass is computed on every step (one q·K pass over the pool) and
-stored only on full steps, so the step stays one branch-free, sync-free graph that CUDA
-graphs can replay; a recycled step therefore still reads all keys once and is not cheaper
-than dense on the GPU. Skipping that pass needs a data-dependent branch: torch.cond
-lowers to a host `.item()` under Inductor (breaks CUDA graphs), so the way forward is two
-captured graphs chosen by the host's step counter in the integration loop (not done).
+Cost: a recycled step reads no token data. The exact page mass is one custom op
+(gated_mass.page_log_mass) that always launches, so the step stays one branch-free,
+sync-free graph that CUDA graphs can replay, and reads the keys only when the device flag
+"this is a full step" is set (on CUDA its Triton programs skip every load otherwise; on
+the CPU it is plain torch, computed and discarded). The top pages are a torch.topk over
+the S stored masses (scores.top_slots) and the kernel's block list is the chosen pages
+(masks.chosen_blocks): O(S log S) over page data, no sort.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ import torch
 
 from raas_flex.cache.pool import LayerCache
 from raas_flex.policies.base import ConfigView, Policy, PolicyOptions, check_int
-from raas_flex.policies.scores import page_mass, rank_descending
+from raas_flex.policies.gated_mass import gated_page_mass
+from raas_flex.policies.scores import top_slots
 
 MASS = "recycled_mass"  # [B, H, S] float32: page mass at the last full step
 STEP = "recycled_step"  # [] int64: decode steps taken so far by this layer
@@ -76,8 +78,8 @@ class RecycledPolicy(Policy):
         cache.policy_state[MASS].masked_fill_(opened, float("inf"))
 
     def score(self, q: torch.Tensor, cache: LayerCache, scale: float) -> torch.Tensor:
-        # Every step, to stay branch-free; only full steps store it (see the module note).
-        return page_mass(q, cache, scale, cache.fill)
+        # NaN unless this is a full step: select keeps the stored mass then.
+        return gated_page_mass(q, cache, scale, self.is_full_step(cache))
 
     def select(self, cache: LayerCache, scores: torch.Tensor,
                step: torch.Tensor) -> torch.Tensor:
@@ -88,8 +90,9 @@ class RecycledPolicy(Policy):
         new = torch.isinf(mass)  # opened since the last full step
         slots = torch.arange(cache.num_slots, device=mass.device)
         current = slots == cache.current[..., None]
-        ranked = torch.where(live & ~new, mass, float("-inf"))
-        top = rank_descending(ranked, cache.page_id) < self.options.top_pages(self.config)
+        # The top pages among the live, not new ones (ties: the older page); a top-k over
+        # S page masses. Equal to rank_descending over those pages < top_pages.
+        top, _ = top_slots(mass, cache.page_id, live & ~new, self.options.top_pages(self.config))
         chosen = live & (full | top | new | current)
         cache.policy_state[STEP].add_(1)
         return torch.where(chosen, cache.fill, 0)

@@ -17,31 +17,38 @@ def page_bound(q: torch.Tensor, cache: LayerCache, scale: float) -> torch.Tensor
     """Quest upper bound on max_{k in page} q·k·scale, max over the GQA group.
 
     q: [B, H, G, D]. Returns [B, H, S] float32, -inf for empty slots.
-    sum_i max(q_i kmin_i, q_i kmax_i) == q⁺·kmax + q⁻·kmin. Small pools compute it as one
-    broadcast-and-reduce (one fused kernel; two fp32 GEMM launches cost ~10 us on an H100);
-    large ones as two batched matmuls, so eager mode never materialises [B, H, G, S, D].
     """
-    qf = q.float()
-    # Compiled, every pool size takes the broadcast-reduce: Inductor emits one reduction
-    # over D without materialising [B, H, G, S, D]. The fp32 GEMMs with G = 4 rows ran at
-    # 39 us each over a 9,217-slot pool on the H200 (issue 15), ~4x their bytes.
-    small = qf.shape[2] * cache.kmax.numel() <= FUSED_BOUND_ELEMENTS
-    if small or torch.compiler.is_compiling():
-        kmax = torch.nan_to_num(cache.kmax, neginf=0.0)  # empty slots: masked below
+    bound = head_page_bound(q.float(), cache).amax(2) * scale  # [B, H, S]
+    return bound.masked_fill(cache.fill == 0, float("-inf"))
+
+
+def fused_reduction(q: torch.Tensor, cache: LayerCache) -> bool:
+    """Whether a bound over the page summaries runs as one broadcast-and-reduce (not two
+    fp32 GEMMs): always when compiled (Inductor emits one reduction over D without
+    materialising [B, H, G, S, D]; the GEMMs with G = 4 rows ran at 39 us each over a
+    9,217-slot pool on the H200, issue 15, ~4x their bytes), and in eager mode for small
+    pools only (eager would materialise that product)."""
+    small = q.shape[2] * cache.kmax.numel() <= FUSED_BOUND_ELEMENTS
+    return small or torch.compiler.is_compiling()
+
+
+def head_page_bound(qf: torch.Tensor, cache: LayerCache) -> torch.Tensor:
+    """sum_i max(q_i kmin_i, q_i kmax_i) == q⁺·kmax + q⁻·kmin per query head, unscaled:
+    [B, H, G, S] from qf [B, H, G, D] float32. Empty slots hold garbage (±inf summaries):
+    callers mask them."""
+    if fused_reduction(qf, cache):
+        kmax = torch.nan_to_num(cache.kmax, neginf=0.0)  # empty slots: masked by callers
         kmin = torch.nan_to_num(cache.kmin, posinf=0.0)
         # [B, H, S, G] with G innermost: a reduction program's neighbouring outputs share
         # one summary row (read once, not once per query head).
         qe = qf[:, :, None]  # [B, H, 1, G, D]
-        bound = (qe.clamp(min=0) * kmax[:, :, :, None]
-                 + qe.clamp(max=0) * kmin[:, :, :, None]).sum(-1).transpose(-1, -2)
-    else:
-        # Straight from the summaries: the ±inf rows of empty slots give inf/NaN only in
-        # their own columns, which the masked_fill below overwrites (a held page's
-        # summaries are finite). nan_to_num here would copy both summaries every step.
-        bound = (qf.clamp(min=0) @ cache.kmax.transpose(-1, -2)
-                 + qf.clamp(max=0) @ cache.kmin.transpose(-1, -2))
-    bound = bound.amax(2) * scale  # [B, H, S]
-    return bound.masked_fill(cache.fill == 0, float("-inf"))
+        return (qe.clamp(min=0) * kmax[:, :, :, None]
+                + qe.clamp(max=0) * kmin[:, :, :, None]).sum(-1).transpose(-1, -2)
+    # Straight from the summaries: the ±inf rows of empty slots give inf/NaN only in their
+    # own columns, which callers overwrite (a held page's summaries are finite).
+    # nan_to_num here would copy both summaries every step.
+    return (qf.clamp(min=0) @ cache.kmax.transpose(-1, -2)
+            + qf.clamp(max=0) @ cache.kmin.transpose(-1, -2))
 
 
 def page_mass(q: torch.Tensor, cache: LayerCache, scale: float,
@@ -105,9 +112,12 @@ def top_slots(scores: torch.Tensor, page_id: torch.Tensor, held: torch.Tensor,
     k = min(k, scores.shape[-1])
     low = torch.iinfo(torch.int64).min
     key = torch.where(held, order_key(scores, page_id), low)
-    index = torch.topk(key, k, dim=-1, sorted=False).indices
-    chosen = torch.zeros_like(held).scatter_(-1, index, True) & held
-    return chosen, index
+    top = torch.topk(key, k, dim=-1, sorted=False)
+    # Held keys are distinct, so the chosen slots are exactly the held ones at or above the
+    # k-th largest key: a compare that fuses into the caller's pointwise kernel, where a
+    # scatter of the indices was a kernel of its own.
+    chosen = held & (key >= top.values.amin(-1, keepdim=True))
+    return chosen, top.indices
 
 
 def top_fraction(scores: torch.Tensor, cache: LayerCache, numerator: int,

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from raas_flex.cache import FREE
-from raas_flex.masks import decode_block_mask, listed_block_mask, pool_blocks
+from raas_flex.masks import chosen_blocks, decode_block_mask, listed_block_mask, pool_blocks
 from raas_flex.policies.scores import order_key, rank_descending, top_slots
 
 
@@ -71,6 +71,43 @@ def _visible(seed: int, B: int, H: int, S: int, P: int, prefix: bool) -> torch.T
     return fill.to(torch.int32).contiguous()
 
 
+@settings(max_examples=300, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), S=st.integers(1, 300), batch=st.integers(1, 2),
+       heads=st.integers(1, 3), density=st.sampled_from([0.0, 0.1, 0.5, 1.0]))
+def test_chosen_blocks_lists_exactly_the_chosen_slots(seed, S, batch, heads,
+                                                      density) -> None:
+    """The first count entries are the chosen slots in ascending order (what the sort-based
+    compaction listed), the rest stay inside the pool."""
+    gen = torch.Generator().manual_seed(seed)
+    chosen = torch.rand(batch, heads, S, generator=gen) < density
+    count, index = chosen_blocks(chosen)
+    assert count.dtype == index.dtype == torch.int32
+    assert index.shape == (batch, heads, 1, S)
+    for b in range(batch):
+        for h in range(heads):
+            expected = torch.nonzero(chosen[b, h]).flatten()
+            n = int(count[b, h, 0])
+            assert n == len(expected)
+            assert torch.equal(index[b, h, 0, :n].long(), expected)
+            assert bool((index[b, h, 0] >= 0).all() and (index[b, h, 0] < S).all())
+
+
+def test_compiled_chosen_blocks_match_eager_across_scan_rows() -> None:
+    """Compiled (one graph), the two-level prefix sum over 300 slots (3 scan rows) lists
+    the same slots as eager, for a selection computed inside the graph."""
+    compiled = torch.compile(lambda score: chosen_blocks(score > 0.3), fullgraph=True,
+                             dynamic=False)
+    for seed in range(3):
+        score = torch.rand(2, 3, 300, generator=torch.Generator().manual_seed(seed))
+        count, index = compiled(score)
+        want_count, want_index = chosen_blocks(score > 0.3)
+        assert torch.equal(count, want_count)
+        for b in range(2):
+            for h in range(3):
+                n = int(count[b, h, 0])
+                assert torch.equal(index[b, h, 0, :n], want_index[b, h, 0, :n])
+
+
 @settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**31 - 1))
 def test_listed_masks_equal_compacted_mask(seed) -> None:
@@ -81,13 +118,18 @@ def test_listed_masks_equal_compacted_mask(seed) -> None:
     q = torch.randn(B, H, G, D, generator=gen)
     k = torch.randn(B, H, S * P, D, generator=gen)
     v = torch.randn(B, H, S * P, D, generator=gen)
-    for case in ("pool", "prefix", "topk"):
+    for case in ("pool", "prefix", "topk", "chosen"):
         visible = _visible(seed, B, H, S, P, prefix=case == "prefix")
         if case == "pool":
             blocks = pool_blocks(visible)
         elif case == "prefix":
             slots = torch.arange(1, S + 1)
             blocks = pool_blocks(visible, torch.where(visible > 0, slots, 0).amax(-1))
+        elif case == "chosen":  # a random subset of any size, listed by chosen_blocks
+            chosen = torch.rand(B, H, S, generator=gen) < 0.5
+            chosen[..., 0] = True
+            visible = torch.where(chosen, visible, 0).to(torch.int32).contiguous()
+            blocks = chosen_blocks(visible > 0)
         else:  # attend only the top 5 slots by a random score, listed by top_slots
             scores = torch.randn(B, H, S, generator=gen)
             chosen, index = top_slots(scores, torch.arange(S).expand(B, H, S),

@@ -1,0 +1,60 @@
+"""Per-page log attention mass that reads the keys only on the steps that need it.
+
+recycled needs the exact page mass on its full steps (every `period`-th) and nothing on
+the steps between. A branch on the step counter would break the one captured graph, so
+the pass is one custom op that always launches and takes the decision on the device:
+`page_log_mass(q, k, fill, full, scale)` returns log Σ_{token of page p} e^{q·k·scale}
+per query head when `full` is set, and -inf everywhere otherwise. On CUDA it is a Triton
+kernel (raas_flex.policies.gated_mass_triton) whose programs skip every key load when
+`full` is 0, so a recycled step costs O(S) writes instead of an O(N) pass; elsewhere it is
+plain torch (always computed, then discarded). Callers normalise over pages themselves
+(page_mass_from_log), which is O(S).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from raas_flex.cache.pool import LayerCache
+
+
+@torch.library.custom_op("raas_flex::page_log_mass", mutates_args=())
+def page_log_mass(q: torch.Tensor, k: torch.Tensor, fill: torch.Tensor, full: torch.Tensor,
+                  scale: float) -> torch.Tensor:
+    """q [B, H, G, D], k [B, H, S·P, D] (the pool), fill [B, H, S] tokens held per slot,
+    full [] bool. Returns [B, H, G, S] float32: per-page log-sum-exp of the logits of the
+    held tokens (-inf for empty pages), or -inf everywhere when `full` is False."""
+    B, H, G, _ = q.shape
+    S = fill.shape[-1]
+    logits = (q.float() @ k.float().transpose(-1, -2)) * scale  # [B, H, G, S*P]
+    logits = logits.view(B, H, G, S, -1)
+    held = torch.arange(logits.shape[-1], device=q.device) < fill[:, :, None, :, None]
+    out = torch.logsumexp(logits.masked_fill(~held, float("-inf")), dim=-1)
+    return torch.where(full, out, float("-inf"))
+
+
+@page_log_mass.register_fake
+def _(q, k, fill, full, scale):
+    B, H, G, _ = q.shape
+    return q.new_empty((B, H, G, fill.shape[-1]), dtype=torch.float32)
+
+
+@page_log_mass.register_kernel("cuda")
+def _(q, k, fill, full, scale):
+    from raas_flex.policies.gated_mass_triton import page_log_mass_cuda
+    return page_log_mass_cuda(q, k, fill, full, scale)
+
+
+def page_mass_from_log(log_mass: torch.Tensor) -> torch.Tensor:
+    """Softmax mass of each page, max over the GQA group: [B, H, G, S] -> [B, H, S].
+    Equal to scores.page_mass over every held token (the softmax normalised per query
+    head, then summed per page)."""
+    total = torch.logsumexp(log_mass, dim=-1, keepdim=True)  # [B, H, G, 1]
+    return torch.exp(log_mass - total).amax(2)
+
+
+def gated_page_mass(q: torch.Tensor, cache: LayerCache, scale: float,
+                    full: torch.Tensor) -> torch.Tensor:
+    """scores.page_mass over every held token when `full` ([] bool) is set; undefined
+    (NaN) otherwise, where the caller keeps what it stored. [B, H, S] float32."""
+    return page_mass_from_log(page_log_mass(q, cache.k, cache.fill, full, scale))

@@ -1,0 +1,39 @@
+"""recycled's gated page mass (policies/gated_mass.py) against scores.page_mass: the same
+masses on a full step, and nothing computed (all -inf log masses) otherwise."""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from raas_flex.cache import allocate_layer_cache, write_prompt
+from raas_flex.policies.gated_mass import gated_page_mass, page_log_mass
+from raas_flex.policies.scores import page_mass
+
+P = 16
+
+
+def _cache(seed: int, B: int, H: int, D: int, T: int, S: int):
+    gen = torch.Generator().manual_seed(seed)
+    cache = allocate_layer_cache(B, H, D, S, P, torch.float32, "cpu")
+    k = torch.randn(B, H, T, D, generator=gen) * 3
+    v = torch.randn(B, H, T, D, generator=gen)
+    lengths = torch.randint(1, T + 1, (B,), generator=gen)
+    write_prompt(cache, k, v, lengths, pin=True)
+    return cache, gen
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**20), B=st.integers(1, 2), H=st.integers(1, 2),
+       G=st.integers(1, 4), T=st.integers(1, 5 * P))
+def test_full_step_mass_equals_page_mass(seed, B, H, G, T) -> None:
+    D = 8
+    cache, gen = _cache(seed, B, H, D, T, S=6)
+    q = torch.randn(B, H, G, D, generator=gen)
+    expected = page_mass(q, cache, D ** -0.5, cache.fill)
+    got = gated_page_mass(q, cache, D ** -0.5, torch.tensor(True))
+    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-7)
+    skipped = page_log_mass(q, cache.k, cache.fill, torch.tensor(False), D ** -0.5)
+    assert skipped.shape == (B, H, G, 6)
+    assert bool(torch.isneginf(skipped).all())
