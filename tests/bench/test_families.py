@@ -83,7 +83,7 @@ def test_named_reads_have_only_their_defining_word_as_source():
     for fam in ("lemmas", "recall"):
         p = make_problems("test", 1, 2048, family=fam)[0]
         words = (p.prompt + " " + p.chain).split()
-        named = [(t, s) for t, s, kind in long_reads(p, DEFAULT_SPEC) if kind.endswith("_read")]
+        named = [(t, s) for t, s, kind in long_reads(p, DEFAULT_SPEC) if kind in ("lemma", "note")]
         assert named and all("=" in words[s] and words[s][0] in "klmnopqr" for _, s in named)
         w = DEFAULT_SPEC.counter_digits
         steps = [p.chain.split()[i: i + 13] for i in range(0, 13 * p.n_steps, 13)]

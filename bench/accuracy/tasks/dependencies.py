@@ -28,7 +28,8 @@ _OLD, _VAL, _CARRY, _RESULT = 1, 4, 6, 7
 
 
 def long_reads(problem: Problem, spec: TaskSpec) -> list[tuple[int, int, str]]:
-    """(reader position t, read position s, step kind) for every forced read, in order."""
+    """(reader position t, read position s, what) for every forced read, in order; what is
+    "old", "prev", "fact", "lemma" or "note" (the operand read)."""
     fam, n = family(problem.family), problem.n_steps
     width, start = spec.counter_digits, spec.prompt_tokens
 
@@ -44,17 +45,18 @@ def long_reads(problem: Problem, spec: TaskSpec) -> list[tuple[int, int, str]]:
         kind, which = step_kind(fam, k, n, spec)
         reg = k % spec.registers
         old = values[reg]
-        reads.append((field(k, _OLD), written_at[reg], kind))
+        reads.append((field(k, _OLD), written_at[reg], "old"))
         if kind == "fact":
-            reads.append((field(k, _VAL), 1 + old, kind))
+            reads.append((field(k, _VAL), 1 + old, "fact"))
         elif kind in ("lemma_read", "note_read"):
-            src = named_at[(kind.split("_")[0], which)]
-            reads += [(field(k, _CARRY), src, kind), (field(k, _RESULT), src, kind)]
+            what = kind.split("_")[0]
+            src = named_at[(what, which)]
+            reads += [(field(k, _CARRY), src, what), (field(k, _RESULT), src, what)]
         elif k > 0:
-            reads.append((field(k, _VAL), field(k - 1, _RESULT), kind))
+            reads.append((field(k, _VAL), field(k - 1, _RESULT), "prev"))
         if kind in ("lemma_def", "note_def"):
             named_at[(kind.split("_")[0], which)] = field(k, _RESULT)
         word = words[k * spec.step_tokens + width + _RESULT]
         values[reg] = int(word.rpartition("=")[2])
         written_at[reg] = field(k, _RESULT)
-    return [(t, s, kind) for t, s, kind in reads if s < t - 1]
+    return [(t, s, what) for t, s, what in reads if s < t - 1]
