@@ -12,12 +12,11 @@ from __future__ import annotations
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from torch._inductor.compile_fx import compile_fx
 
 from raas_flex import RaaSConfig
-from raas_flex.functional import decode_step_tensors
 from tests.policy_harness import (
-    SDPA, causal_positions, examples, make_sequence, max_error_vs_masked_dense, run_policy,
+    SDPA, causal_positions, examples, fullgraph_step, make_sequence, max_error_vs_masked_dense,
+    prompts_and_budget, run_policy,
 )
 
 P = 16
@@ -30,12 +29,7 @@ def guard_config(budget: int, ratio: float, **core) -> RaaSConfig:
 
 @st.composite
 def guarded_runs(draw):
-    batch = draw(st.integers(1, 2))
-    lengths = [draw(st.integers(1, 40)) for _ in range(batch)]
-    prompt_pages = -(-max(lengths) // P)
-    budget = P * (prompt_pages + draw(st.integers(2, 6)))
-    seq = make_sequence(draw(st.integers(0, 2**16)), batch=batch, prompt_lengths=lengths,
-                        steps=draw(st.integers(20, 90)), key_scale=draw(st.sampled_from([1.0, 3.0])))
+    seq, budget = prompts_and_budget(draw, st, P, extra_pages=(2, 6), steps=(20, 90))
     return seq, budget, draw(st.sampled_from([0.25, 0.5, 0.75])), draw(st.booleans())
 
 
@@ -74,19 +68,9 @@ def test_no_guard_is_raas_and_a_full_guard_is_streaming() -> None:
 
 
 def test_compiled_guard_step_is_one_graph_and_matches_eager() -> None:
-    graphs = []
-
-    def counting_inductor(gm, example_inputs):
-        graphs.append(gm)
-        return compile_fx(gm, example_inputs)
-
-    compiled = torch.compile(decode_step_tensors, backend=counting_inductor, fullgraph=True,
-                             dynamic=False)
+    step, graphs = fullgraph_step(0.25)  # 1 / sqrt(head_dim = 16), as the eager path uses
     seq = make_sequence(5, batch=2, prompt_lengths=[30, 12], steps=60, key_scale=3.0)
     config = guard_config(80, 0.4)  # 5 pages: 2 guarded; evicts from step ~18 on
-
-    def step(q, k, v, cache, policy, t):
-        return compiled(q, k, v, cache, policy, torch.tensor(t), 0.25)
 
     fast = run_policy(config, seq, step_fn=step)
     slow = run_policy(config, seq)
