@@ -15,7 +15,7 @@ pages; RaaS's timestamps keep what is read again and again far outside any windo
 milestone). The guard gives each its half of the budget: the union of StreamingLLM's held
 set (at half the budget) and RaaS's (at the other half). O(L) memory and time, as RaaS.
 Deviations from raas [project choice]: the guard, nothing else (importance, top_ratio, alpha
-and score_source are the core config's, as for raas; the fused CUDA RaaS step is raas's only).
+and score_source are the core config's, as for raas).
 """
 
 from __future__ import annotations
