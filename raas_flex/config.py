@@ -12,6 +12,7 @@ import torch
 from raas_flex.cache.quant import check_torchao
 from raas_flex.policies import PolicyOptions, available_policies, option_owners, policy_class
 from raas_flex.policies.base import check_int
+from raas_flex.policies.raas import RaaSPolicy
 
 SUPPORTED_PAGE_SIZES = (16, 32, 64, 128)
 IMPORTANCE_RULES = ("top_ratio", "alpha")
@@ -180,7 +181,7 @@ class RaaSConfig:
                 f"or HSR's certificate), not supported with kv_dtype={self.kv_dtype!r} yet; "
                 f"use policy={' / '.join(map(repr, fine))}, or kv_dtype=None."
             )
-        if self.policy == "raas" and self.score_source == "exact":
+        if issubclass(policy_class(self.policy), RaaSPolicy) and self.score_source == "exact":
             raise ValueError(
                 f"score_source='exact' computes attention mass over the whole pool, not "
                 f"supported with kv_dtype={self.kv_dtype!r} yet; use score_source='bound' "

@@ -204,3 +204,38 @@ def current_page(seq: Sequence, t: int, page_size: int) -> torch.Tensor:
 # Eager flex costs ~50 ms a call on this CPU; property tests attend through the "sdpa"
 # kernel (the identical selection as a boolean mask), the flex path is checked per policy.
 SDPA = "sdpa"
+
+
+def fullgraph_step(scale: float) -> tuple[Callable, list]:
+    """A run_policy step_fn through one torch.compile(fullgraph=True) of the decode step,
+    and the list of graphs Inductor compiled for it (one per distinct step shape)."""
+    from torch._inductor.compile_fx import compile_fx
+
+    from raas_flex.functional import decode_step_tensors
+
+    graphs: list = []
+
+    def counting_inductor(gm, example_inputs):
+        graphs.append(gm)
+        return compile_fx(gm, example_inputs)
+
+    compiled = torch.compile(decode_step_tensors, backend=counting_inductor, fullgraph=True,
+                             dynamic=False)
+
+    def step(q, k, v, cache, policy, t):
+        return compiled(q, k, v, cache, policy, torch.tensor(t), scale)
+
+    return step, graphs
+
+
+def prompts_and_budget(draw, st, page_size: int, extra_pages: tuple[int, int],
+                       steps: tuple[int, int]) -> tuple[Sequence, int]:
+    """Hypothesis draws (inside an @st.composite): a 1-2 row sequence with prompts of 1-40
+    tokens, and a budget of its prompt pages plus `extra_pages` (a range) decode pages."""
+    batch = draw(st.integers(1, 2))
+    lengths = [draw(st.integers(1, 40)) for _ in range(batch)]
+    budget = page_size * (-(-max(lengths) // page_size) + draw(st.integers(*extra_pages)))
+    seq = make_sequence(draw(st.integers(0, 2**16)), batch=batch, prompt_lengths=lengths,
+                        steps=draw(st.integers(*steps)),
+                        key_scale=draw(st.sampled_from([1.0, 3.0])))
+    return seq, budget

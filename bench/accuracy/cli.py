@@ -2,12 +2,18 @@
 
     # the trained reasoner, every policy, L = 1/16 .. 1/2 of a 2048-token decode (GPU)
     python -m bench.accuracy accuracy --model bench/accuracy/checkpoints/reasoner --decode-tokens 2048 --n 128
+    # every task family (registers, lemmas, recall, mixture): one plot per family
+    python -m bench.accuracy accuracy --model $CKPT --families all --n 64
+    python -m bench.accuracy fidelity --model $CKPT --data task --families all --n 8
     # any local HF causal LM on a text/jsonl file: per-step KL(dense || policy), top-1 agreement
     python -m bench.accuracy fidelity --model /path/to/hf_model --data notes.jsonl --decode-tokens 1024
     # runs split by policy (each under a time limit), then one table and plot
     python -m bench.accuracy merge bench/results/accuracy/accuracy_a.json bench/results/accuracy/accuracy_b.json --tag all
 
-Writes bench/results/accuracy/accuracy_<tag>.{json,md,png} (or fidelity_<tag>.{json,md}). Policies run
+Writes bench/results/accuracy/accuracy_<tag>.{json,md,png} (or fidelity_<tag>.{json,md}); a
+run or merge over several families writes one plot per family, accuracy_<tag>_<family>.png.
+Rows: {family, policy, budget_fraction, accuracy, ci_low, ci_high, n, mean_generated_tokens,
+dtype, ...}; runs in bf16 and fp32 (--dtype) merge into one file, told apart by dtype. Policies run
 through raas_flex.apply_raas(model, budget=, page_size=, policy=) + model.generate(); the row
 'hf' is plain transformers greedy decoding, the reference every policy is judged against.
 """
@@ -24,11 +30,12 @@ import torch
 from bench.accuracy.harness.fidelity import FidelitySettings, load_sequences, run_fidelity
 from bench.accuracy.harness.policies import FRACTIONS, PEER_POLICIES, raas_applier
 from bench.accuracy.harness.report import accuracy_plot, environment, markdown_table, write_json
-from bench.accuracy.harness.sweep import SweepSettings, run_accuracy
+from bench.accuracy.harness.sweep import SweepSettings, dtype_name, run_accuracy
+from bench.accuracy.tasks import FAMILY_NAMES
 
-ACC_COLUMNS = ["policy", "budget_fraction", "budget_tokens", "accuracy", "ci_low", "ci_high", "n",
-               "chain_accuracy", "mean_generated_tokens", "phoenix_error_share"]
-FID_COLUMNS = ["policy", "budget_fraction", "budget_tokens", "mean_kl", "p95_kl", "max_kl",
+ACC_COLUMNS = ["family", "policy", "budget_fraction", "budget_tokens", "dtype", "accuracy", "ci_low",
+               "ci_high", "n", "chain_accuracy", "mean_generated_tokens", "phoenix_error_share"]
+FID_COLUMNS = ["family", "policy", "budget_fraction", "budget_tokens", "mean_kl", "p95_kl", "max_kl",
                "top1_agreement", "n_sequences", "n_steps"]
 
 
@@ -60,6 +67,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         q.add_argument("--out-dir", type=Path, default=Path("bench/results/accuracy"))
         q.add_argument("--tag", default=None, help="results file suffix")
         q.add_argument("--no-progress", action="store_true")
+        q.add_argument("--families", nargs="+", default=["registers"],
+                       choices=[*FAMILY_NAMES, "all"],
+                       help="task families (bench/accuracy/tasks/families.py); 'all' = every "
+                            "one. fidelity: with --data task only")
     acc = sub.choices["accuracy"]
     acc.add_argument("--seed", type=int, default=0, help="test-split seed of the problems")
     acc.add_argument("--batch-size", type=int, default=64)
@@ -75,7 +86,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     merge.add_argument("--out-dir", type=Path, default=Path("bench/results/accuracy"))
     merge.add_argument("--tag", required=True)
     merge.add_argument("--no-plot", action="store_true")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if "all" in getattr(args, "families", ()):
+        args.families = list(FAMILY_NAMES)
+    return args
 
 
 def load_any(path: Path, device: str, dtype: torch.dtype):
@@ -131,7 +145,10 @@ def merge_results(inputs: list[Path], out_dir: Path, tag: str, plot: bool = True
     for run in runs:
         for r in map(dict, run["rows"]):
             r["policy"] = pool_label(r["policy"], run["settings"])
-            rows[(r["policy"], r["budget_fraction"])] = r
+            # files from before the families (and dtype column): registers, the run's dtype
+            r.setdefault("family", run["settings"].get("family") or "registers")
+            r.setdefault("dtype", dtype_name(run["meta"].get("dtype", "")))
+            rows[(r["family"], r["policy"], r["budget_fraction"], r["dtype"])] = r
     skipped = [s for run in runs for s in run["skipped"]]
     payload = {"rows": list(rows.values()), "skipped": skipped, "settings": runs[0]["settings"],
                "merged_from": [str(p) for p in inputs], "meta": runs[-1]["meta"]}
@@ -158,12 +175,24 @@ def _write_accuracy(out_dir: Path, tag: str, payload: dict, plot: bool) -> Path:
         f"Accuracy vs budget, {name}, decode {s['decode_tokens']} tokens, n={s['n']}, "
         f"{meta['device']}\n\n{table}{skipped}\n")
     if plot:
-        accuracy_plot(payload["rows"], out_dir / f"accuracy_{tag}.png",
-                      f"{name}: exact answers at decode {s['decode_tokens']}, n={s['n']}, "
-                      f"Wilson 95% ({meta['device']})")
+        families = list(dict.fromkeys(r.get("family", "registers") for r in payload["rows"]))
+        for fam in families:  # one plot per family; a line per policy (and dtype)
+            rows = [{**r, "policy": _line_label(r, payload["rows"])} for r in payload["rows"]
+                    if r.get("family", "registers") == fam]
+            path = f"accuracy_{tag}.png" if len(families) == 1 else f"accuracy_{tag}_{fam}.png"
+            accuracy_plot(rows, out_dir / path,
+                          f"{name}, {fam}: exact answers at decode {s['decode_tokens']}, "
+                          f"n={s['n']}, Wilson 95% ({meta['device']})")
     print(table + skipped)
     print(json.dumps({"results": str(out), "rows": len(payload["rows"])}))
     return out
+
+
+def _line_label(row: dict, rows: list[dict]) -> str:
+    """The policy, plus the dtype where the file holds more than one."""
+    if len({r.get("dtype") for r in rows}) > 1:
+        return f"{row['policy']} ({row.get('dtype')})"
+    return row["policy"]
 
 
 def _accuracy(args, model, task, tag: str, meta: dict) -> dict:
@@ -171,13 +200,20 @@ def _accuracy(args, model, task, tag: str, meta: dict) -> dict:
         raise ValueError(f"{args.model} is not a reasoner checkpoint (no reasoner.json); "
                          f"accuracy mode needs one; use the fidelity mode for other models.")
     tok, spec = task
-    s = SweepSettings(decode_tokens=args.decode_tokens, n=args.n, seed=args.seed,
-                      policies=tuple(args.policies), fractions=tuple(args.fractions),
-                      page_size=args.page_size, batch_size=args.batch_size, slack=args.slack,
-                      reference=not args.no_reference, policy_config=args.policy_config)
-    result = run_accuracy(model, tok, spec, s, raas_applier() if s.policies else None,
-                          progress=not args.no_progress)
-    payload = {**result, "settings": asdict(s), "meta": meta}
+    applier = raas_applier() if args.policies else None
+    rows, skipped, per_family = [], [], {}
+    for fam in args.families:
+        s = SweepSettings(decode_tokens=args.decode_tokens, family=fam, n=args.n, seed=args.seed,
+                          policies=tuple(args.policies), fractions=tuple(args.fractions),
+                          page_size=args.page_size, batch_size=args.batch_size, slack=args.slack,
+                          reference=not args.no_reference, policy_config=args.policy_config)
+        result = run_accuracy(model, tok, spec, s, applier, progress=not args.no_progress)
+        rows += result.pop("rows")
+        skipped += result.pop("skipped")
+        per_family[fam] = result  # max_new_tokens, correct_decode_tokens, prompt_tokens
+    settings = {**asdict(s), "family": None, "families": list(args.families)}
+    payload = {"rows": rows, "skipped": skipped, "per_family": per_family,
+               "settings": settings, "meta": meta}
     _write_accuracy(args.out_dir, tag, payload, plot=not args.no_plot)
     return payload
 
@@ -191,11 +227,16 @@ def _fidelity(args, model, encode, task, tag: str, meta: dict) -> dict:
             raise ValueError("--data task needs a reasoner checkpoint.")
         from bench.accuracy.tasks import make_problems
         tok, spec = task
-        pairs = [(tok.encode(p.prompt), tok.encode(p.chain))
-                 for p in make_problems("test", args.n, args.decode_tokens, spec=spec)]
+        sets = {fam: [(tok.encode(p.prompt), tok.encode(p.chain)) for p in make_problems(
+            "test", args.n, args.decode_tokens, spec=spec, family=fam)] for fam in args.families}
     else:
-        pairs = load_sequences(args.data, encode, s)
-    result = run_fidelity(model, pairs, s, raas_applier(), progress=not args.no_progress)
+        sets = {None: load_sequences(args.data, encode, s)}
+    result = {"rows": [], "curves": {}, "skipped": []}
+    for fam, pairs in sets.items():  # per family: mean KL and top-1 agreement vs L
+        part = run_fidelity(model, pairs, s, raas_applier(), progress=not args.no_progress)
+        result["rows"] += [{"family": fam, **r} for r in part["rows"]]
+        result["skipped"] += [{"family": fam, **r} for r in part["skipped"]]
+        result["curves"].update({f"{fam}/{k}" if fam else k: v for k, v in part["curves"].items()})
     payload = {**result, "settings": asdict(s), "data": str(args.data), "meta": meta}
     out = write_json(args.out_dir / f"fidelity_{tag}.json", payload)
     table = markdown_table(result["rows"], FID_COLUMNS)

@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from bench.accuracy.tasks import VOCAB_SIZE, Problem, TaskSpec, WordTokenizer, check
+from bench.accuracy.tasks import VOCAB_SIZE, Problem, TaskSpec, WordTokenizer, check, family
+from bench.accuracy.tasks.families import step_kind
 
 META = "reasoner.json"  # vocabulary and task spec, beside transformers' files
 
@@ -112,11 +113,13 @@ def score_outputs(problems: list[Problem], outputs: list[list[int]], tok: WordTo
     """Per problem: exact answer right?, whole chain right?, generated length."""
     records = []
     for p, ids in zip(problems, outputs):
-        v = check(p.prompt, tok.decode(ids), spec.registers, spec.fact_every)
+        v = check(p.prompt, tok.decode(ids), spec.registers, spec.fact_every, spec.lemma_every,
+                  spec.notes)
         k = v.first_error_step
-        phoenix = None if k is None or k >= p.n_steps else (p.n_steps - 1 - k) % spec.fact_every == 0
+        kind = None if k is None or k >= p.n_steps else step_kind(family(p.family), k, p.n_steps, spec)[0]
         records.append({"correct": v.answer == p.answer, "chain_ok": v.ok,
-                        "first_error_step": k, "first_error_phoenix": phoenix,
+                        "first_error_step": k, "first_error_phoenix": None if kind is None else kind == "fact",
+                        "first_error_kind": kind,
                         "generated_tokens": len(ids)})
     return records
 

@@ -1,17 +1,22 @@
 """Train the small reasoning model on generated chains, time-boxed by wall clock.
 
     python -m bench.accuracy.train_reasoner --out bench/accuracy/checkpoints/reasoner --minutes 8      # H100
+    python -m bench.accuracy.train_reasoner --out $OUT/reasoner_v2 --minutes 8 --greedy-n 32  # all families
     python -m bench.accuracy.train_reasoner --tiny --steps 30 --out /tmp/tiny                  # CPU smoke
     python -m bench.accuracy.train_reasoner --out $OUT/r2 --minutes 7 --init-from bench/accuracy/checkpoints/reasoner \
         --ramp 0 --lr 5e-4 --warmup 20                                               # continue
 
 Teacher forcing on prompt + chain + answer; the loss scores the chain and answer tokens (the
-prompt's facts are random, so predicting them teaches nothing). Curriculum: the longest chain
+prompt's facts are random, so predicting them teaches nothing). Every batch mixes the
+--families (default all four: registers, lemmas, recall, mixture), each row's family drawn
+uniformly; one model learns them all, told apart by the prompt's last word. Curriculum: the longest chain
 grows linearly from --start-steps to the final length over the first --ramp share of training,
 then stays there; every batch holds about --batch-tokens tokens. Schedule and curriculum follow
 `progress` = step/--steps when --steps is given (fully determined by --seed), else elapsed
 time / --minutes (determined up to where the clock stops it; the step count is logged).
-Ends with dense greedy accuracy on held-out test problems, then saves the checkpoint.
+Ends with teacher-forced and dense greedy accuracy on held-out test problems of every family
+(--greedy-n per family; 0 skips the slow greedy part), saving the checkpoint before the
+greedy check so that a cut-off run keeps it.
 """
 
 from __future__ import annotations
@@ -27,7 +32,10 @@ import numpy as np
 import torch
 
 from bench.accuracy.reasoner import count_parameters, dense_accuracy, model_config, save_checkpoint
-from bench.accuracy.tasks import DEFAULT_SPEC, WordTokenizer, make_problems, train_batch
+from bench.accuracy.tasks import (
+    DEFAULT_SPEC, FAMILIES, FAMILY_NAMES, WordTokenizer, fit_steps, make_problems, train_batch,
+)
+from bench.accuracy.tasks.families import step_kind
 
 SEQ_MULTIPLE = 128  # round sequence lengths up to this, so few distinct shapes occur
 
@@ -41,7 +49,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--preset", default="base", choices=["base", "small", "tiny"])
     p.add_argument("--tiny", action="store_true", help="CPU smoke settings (tiny model, short chains)")
     p.add_argument("--eval-decode-tokens", type=int, default=2048, help="test decode length")
-    p.add_argument("--eval-n", type=int, default=128, help="held-out problems for the final check")
+    p.add_argument("--families", nargs="+", default=list(FAMILY_NAMES), choices=FAMILY_NAMES,
+                   help="task families mixed in every batch (each row drawn uniformly)")
+    p.add_argument("--eval-n", type=int, default=64,
+                   help="held-out problems per family for the teacher-forced checks")
+    p.add_argument("--greedy-n", type=int, default=None,
+                   help="held-out problems per family for the final dense greedy check "
+                        "(default --eval-n; 0 skips it: the accuracy harness's 'hf' row is the "
+                        "same measurement)")
     p.add_argument("--length-margin", type=float, default=1.1, help="train up to this x the test chain")
     p.add_argument("--start-steps", type=int, default=8, help="longest chain at the start")
     p.add_argument("--ramp", type=float, default=0.5, help="share of training spent growing chains")
@@ -63,10 +78,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
     args = p.parse_args(argv)
     if args.tiny:
-        args.preset, args.eval_decode_tokens, args.eval_n = "tiny", 63, 8
-        args.batch_tokens, args.lr, args.warmup, args.start_steps = 2048, 1e-2, 3, 2
+        args.preset, args.eval_decode_tokens, args.eval_n = "tiny", 160, 4
+        args.batch_tokens, args.lr, args.warmup, args.start_steps = 4096, 1e-2, 3, 2
         args.log_every_s, args.eval_every_s = 0.0, math.inf  # log every step; check at the end
         args.threads = args.threads or 1  # tiny matmuls: thread hand-offs cost more than they save
+    if args.greedy_n is None:
+        args.greedy_n = args.eval_n
     return args
 
 
@@ -114,12 +131,14 @@ def teacher_forced_check(model, ids: torch.Tensor, mask: torch.Tensor, amp) -> d
 
 
 FIELDS = ("dest", "old", "op", "src", "val", "=", "carry", "res", ";")
+KIND_LABELS = {"prev": "regular", "fact": "phoenix"}  # the registers task's names for its kinds
 
 
 @torch.no_grad()
-def field_accuracy(model, ids: torch.Tensor, n_steps: int, amp) -> dict:
-    """Teacher-forced argmax accuracy per step field (counter digits pooled), split into
-    regular and phoenix (fact-reading) steps: says which sub-skill a model still lacks."""
+def field_accuracy(model, ids: torch.Tensor, n_steps: int, amp, family: str = "registers") -> dict:
+    """Teacher-forced argmax accuracy per step field (counter digits pooled), split by step
+    kind (families.py; registers' prev/fact steps are 'regular'/'phoenix'): says which
+    sub-skill a model still lacks. All rows: one family, n_steps steps."""
     spec, model_was_training = DEFAULT_SPEC, model.training
     model.eval()
     hits = []
@@ -131,14 +150,15 @@ def field_accuracy(model, ids: torch.Tensor, n_steps: int, amp) -> dict:
     start = spec.prompt_tokens - 1  # logits at t predict token t + 1
     per = torch.cat(hits)[:, start: start + n_steps * spec.step_tokens]
     per = per.reshape(len(ids), n_steps, spec.step_tokens).float()  # (B, steps, fields)
-    fact = torch.tensor([(n_steps - 1 - k) % spec.fact_every == 0 for k in range(n_steps)])
+    kinds = [step_kind(FAMILIES[family], k, n_steps, spec)[0] for k in range(n_steps)]
     names = ("counter",) * spec.counter_digits + FIELDS
     out = {}
-    for kind, sel in (("regular", ~fact), ("phoenix", fact)):
+    for kind in dict.fromkeys(kinds):
+        sel = torch.tensor([x == kind for x in kinds])
         acc = per[:, sel].mean(dim=(0, 1))
         for name in dict.fromkeys(names):
             cols = [j for j, n in enumerate(names) if n == name]
-            out[f"{kind}/{name}"] = round(acc[cols].mean().item(), 5)
+            out[f"{KIND_LABELS.get(kind, kind)}/{name}"] = round(acc[cols].mean().item(), 5)
     return out
 
 
@@ -190,11 +210,12 @@ def _train(args: argparse.Namespace) -> dict:
     amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95),
                             weight_decay=args.weight_decay, fused=cuda)
-    test = make_problems("test", args.eval_n, args.eval_decode_tokens, seed=args.seed)
-    test_ids, test_mask = test_tensors(tok, test[: min(64, len(test))], device)
+    tests = {f: make_problems("test", args.eval_n, args.eval_decode_tokens, seed=args.seed,
+                              family=f) for f in args.families}
+    test_sets = {f: test_tensors(tok, p[: min(64, len(p))], device) for f, p in tests.items()}
     print(f"model: {n_params / 1e6:.2f}M parameters ({args.preset}), vocab {config.vocab_size}, "
           f"train up to {final_steps} steps = {max_len} tokens, test decode "
-          f"{args.eval_decode_tokens} tokens, device {device}", flush=True)
+          f"{args.eval_decode_tokens} tokens, families {args.families}, device {device}", flush=True)
 
     log = {"args": {k: str(v) for k, v in vars(args).items()}, "parameters": n_params,
            "final_chain_steps": final_steps, "max_seq_len": max_len, "events": []}
@@ -207,10 +228,12 @@ def _train(args: argparse.Namespace) -> dict:
         if progress >= 1.0:
             break
         n_max = chain_steps(progress, args.start_steps, final_steps, args.ramp)
-        seq_len = seq_len_for(n_max)
-        rows = max(1, args.batch_tokens // seq_len)
+        rows = max(1, args.batch_tokens // seq_len_for(n_max))
+        fams = [args.families[i] for i in data_rng.integers(0, len(args.families), size=rows)]
         n_steps = data_rng.integers(max(1, n_max // 2), n_max + 1, size=rows)
-        batch = train_batch(data_rng, n_steps, seq_len, tok, spec)
+        n_steps = np.array([fit_steps(FAMILIES[f], int(n), spec) for f, n in zip(fams, n_steps)])
+        seq_len = seq_len_for(int(n_steps.max()))  # note families need >= 2 notes + 2 steps
+        batch = train_batch(data_rng, n_steps, seq_len, tok, spec, families=fams)
         ids, mask = (_to_device(a, device) for a in (batch.ids, batch.loss_mask))
         for group in opt.param_groups:
             group["lr"] = args.lr * lr_factor(step, progress, args.warmup, args.min_lr_ratio)
@@ -231,7 +254,8 @@ def _train(args: argparse.Namespace) -> dict:
                      "tokens_per_s": round(seen / (now - start))}
             if now - last_eval >= args.eval_every_s:
                 last_eval = now
-                event.update(teacher_forced_check(model, test_ids, test_mask, amp))
+                event["teacher_forced"] = {f: teacher_forced_check(model, *t, amp)
+                                           for f, t in test_sets.items()}
             log["events"].append(event)
             print(json.dumps(event), flush=True)
     train_s = time.perf_counter() - start
@@ -241,21 +265,30 @@ def _train(args: argparse.Namespace) -> dict:
     model = model.to(getattr(torch, args.save_dtype)).eval()
     model.config.use_cache = True
     log["save_dtype"] = args.save_dtype
-    log["final_teacher_forced"] = teacher_forced_check(model, test_ids, test_mask, amp)
-    log["final_field_accuracy"] = field_accuracy(model, test_ids, test[0].n_steps, amp)
+    log["final_teacher_forced"] = {f: teacher_forced_check(model, *t, amp)
+                                   for f, t in test_sets.items()}
+    log["final_field_accuracy"] = {f: field_accuracy(model, t[0], tests[f][0].n_steps, amp, f)
+                                   for f, t in test_sets.items()}
     print(json.dumps({"field_accuracy": log["final_field_accuracy"]}), flush=True)
     save_checkpoint(model, tok, spec, args.out, log)  # before the slow check: a cut-off keeps it
-    print(f"saved {args.out}; greedy check on {len(test)} held-out problems...", flush=True)
-    start = time.perf_counter()
-    with amp():
-        log["final_dense_greedy"] = dense_accuracy(model, tok, spec, test)
-    log["final_dense_greedy"].update(decode_tokens=args.eval_decode_tokens,
-                                     seconds=round(time.perf_counter() - start, 1))
-    (args.out / "train_log.json").write_text(json.dumps(log, indent=1))
+    print(f"saved {args.out}; greedy check on {args.greedy_n} held-out problems per family...",
+          flush=True)
+    log["final_dense_greedy"] = {}
+    for f, problems in tests.items():
+        if args.greedy_n <= 0:
+            break
+        start = time.perf_counter()
+        with amp():
+            result = dense_accuracy(model, tok, spec, problems[: args.greedy_n])
+        result.update(decode_tokens=args.eval_decode_tokens,
+                      seconds=round(time.perf_counter() - start, 1))
+        log["final_dense_greedy"][f] = result
+        (args.out / "train_log.json").write_text(json.dumps(log, indent=1))
+        print(json.dumps({"family": f, "dense_greedy": result}), flush=True)
     print(json.dumps({"steps": step, "train_seconds": log["train_seconds"],
                       "tokens_per_s": log["tokens_per_s"], "parameters": n_params,
-                      **log["final_teacher_forced"], "dense_greedy": log["final_dense_greedy"],
-                      "out": str(args.out)}), flush=True)
+                      "teacher_forced": log["final_teacher_forced"], "out": str(args.out)}),
+          flush=True)
     return log
 
 

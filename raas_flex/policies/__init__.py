@@ -13,6 +13,7 @@ from raas_flex.policies.h2o import H2OPolicy
 from raas_flex.policies.hsr import HSRPolicy
 from raas_flex.policies.quest import QuestPolicy
 from raas_flex.policies.raas import RaaSPolicy
+from raas_flex.policies.raas_guard import RaaSGuardPolicy
 from raas_flex.policies.raas_hsr import RaaSHSRPolicy
 from raas_flex.policies.random_page import RandomPolicy
 from raas_flex.policies.recycled import RecycledPolicy
@@ -29,6 +30,7 @@ _REGISTRY: dict[str, type[Policy]] = {
     RandomPolicy.name: RandomPolicy,
     HSRPolicy.name: HSRPolicy,
     RaaSHSRPolicy.name: RaaSHSRPolicy,
+    RaaSGuardPolicy.name: RaaSGuardPolicy,  # ours: raas with a recency guard (issue 17)
 }
 
 

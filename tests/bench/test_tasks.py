@@ -119,7 +119,7 @@ def test_tokenizer_round_trip_and_errors():
     assert TOK.decode(TOK.encode(p.text)) == p.text
     assert max(TOK.encode(p.text)) < len(TOK)
     with pytest.raises(ValueError, match="vocabulary"):
-        TOK.encode("a 7 q")
+        TOK.encode("a 7 Q")
     assert len(TOK) <= VOCAB_SIZE and len(p.prompt.split()) == DEFAULT_SPEC.prompt_tokens == 16
     with pytest.raises(ValueError, match="malformed"):
         check(p.prompt.replace("a=", "b=", 1), p.chain)

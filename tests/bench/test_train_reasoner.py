@@ -12,7 +12,7 @@ from transformers import LlamaForCausalLM
 
 from bench.accuracy import train_reasoner as tr
 from bench.accuracy.reasoner import PRESETS, count_parameters, load_checkpoint, model_config
-from bench.accuracy.tasks import DEFAULT_SPEC, VOCAB_SIZE, WordTokenizer, make_problems
+from bench.accuracy.tasks import DEFAULT_SPEC, FAMILY_NAMES, VOCAB_SIZE, WordTokenizer, make_problems
 
 pytestmark = pytest.mark.hf  # CI runs these on both ends of the transformers range
 
@@ -26,8 +26,14 @@ def test_tiny_training_lowers_loss_and_saves_a_loadable_checkpoint(tmp_path):
     files = sorted(f.name for f in out.iterdir())
     assert len(files) <= 8 and all((out / f).stat().st_size <= 16e6 for f in files), files
     saved = json.loads((out / "train_log.json").read_text())
-    assert saved["steps"] == 24 and "final_dense_greedy" in saved
-    assert {"regular/res", "phoenix/val", "regular/counter"} <= set(saved["final_field_accuracy"])
+    assert saved["steps"] == 24 and set(saved["final_dense_greedy"]) == set(FAMILY_NAMES)
+    fields = saved["final_field_accuracy"]
+    assert {"regular/res", "phoenix/val", "regular/counter"} <= set(fields["registers"])
+    assert {"lemma_read/res", "lemma_def/res"} <= set(fields["lemmas"])
+    assert {"note_read/carry", "note_def/res", "regular/old"} <= set(fields["recall"])
+    for f in FAMILY_NAMES:  # the greedy text of every family went through its checker
+        greedy = saved["final_dense_greedy"][f]
+        assert greedy["n"] == 4 and 0.0 <= greedy["accuracy"] <= 1.0
     model, tok, spec = load_checkpoint(out)
     assert count_parameters(model) == log["parameters"] and spec.registers == 8
     assert model.generation_config.eos_token_id == tok.eos_id

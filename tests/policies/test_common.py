@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from raas_flex import RaaSConfig
 from tests.policy_harness import (
     EVICTING, PEERS, SDPA, causal_positions, examples, make_sequence, max_error_vs_dense,
-    max_error_vs_masked_dense, run_policy, settings_for,
+    max_error_vs_masked_dense, prompts_and_budget, run_policy, settings_for,
 )
 
 P = 16
@@ -44,13 +44,7 @@ def test_budget_covering_everything_equals_dense(policy: str) -> None:
 
 @st.composite
 def budgeted_runs(draw):
-    batch = draw(st.integers(1, 2))
-    lengths = [draw(st.integers(1, 40)) for _ in range(batch)]
-    prompt_pages = -(-max(lengths) // P)
-    budget = P * (prompt_pages + draw(st.integers(2, 3)))
-    steps = draw(st.integers(6, 20))
-    seq = make_sequence(draw(st.integers(0, 2**16)), batch=batch, prompt_lengths=lengths,
-                        steps=steps, key_scale=draw(st.sampled_from([1.0, 3.0])))
+    seq, budget = prompts_and_budget(draw, st, P, extra_pages=(2, 3), steps=(6, 20))
     return seq, budget, draw(st.booleans()), draw(st.sampled_from([SDPA, "flex"]))
 
 

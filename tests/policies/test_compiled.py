@@ -4,31 +4,18 @@ to a single fullgraph graph, is not recompiled across steps, and agrees with eag
 from __future__ import annotations
 
 import torch
-from torch._inductor.compile_fx import compile_fx
 
 from raas_flex import RaaSConfig
-from raas_flex.policies.hsr import HSROptions
-from raas_flex.functional import decode_step_tensors
-from raas_flex.policies.hsr import BOUND
-from tests.policy_harness import make_sequence, max_error_vs_masked_dense, run_policy
+from raas_flex.policies.hsr import BOUND, HSROptions
+from tests.policy_harness import fullgraph_step, make_sequence, max_error_vs_masked_dense, run_policy
 
 
 def test_compiled_hsr_step_matches_eager_without_recompiling() -> None:
-    graphs = []
-
-    def counting_inductor(gm, example_inputs):
-        graphs.append(gm)
-        return compile_fx(gm, example_inputs)
-
-    compiled = torch.compile(decode_step_tensors, backend=counting_inductor, fullgraph=True,
-                             dynamic=False)
+    scale = 0.25  # 1 / sqrt(head_dim = 16), as the eager path uses
+    step, graphs = fullgraph_step(scale)
     seq = make_sequence(5, batch=2, prompt_lengths=[30, 12], steps=10, key_scale=3.0)
     config = RaaSConfig(budget=64, page_size=16, policy="hsr", options=HSROptions(epsilon=0.2))
-    scale = 0.25  # 1 / sqrt(head_dim = 16), as the eager path uses
     bounds = {"eager": [], "compiled": []}
-
-    def step(q, k, v, cache, policy, step):
-        return compiled(q, k, v, cache, policy, torch.tensor(step), scale)
 
     def keep(which):
         return lambda t, cache, _policy: bounds[which].append(cache.policy_state[BOUND].clone())

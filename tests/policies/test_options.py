@@ -12,6 +12,7 @@ from raas_flex import RaaSConfig, make_policy, new_layer_cache
 from raas_flex.policies import available_policies, policy_class
 from raas_flex.policies.h2o import H2OOptions
 from raas_flex.policies.hsr import HSROptions
+from raas_flex.policies.raas_guard import RaaSGuardOptions
 from raas_flex.policies.random_page import RandomOptions
 from raas_flex.policies.recycled import RecycledOptions
 from raas_flex.policies.streaming import StreamingOptions
@@ -19,7 +20,9 @@ from tests.policy_harness import PEERS
 
 
 def test_peers_are_registered_with_documented_defaults() -> None:
-    assert set(PEERS) == {"quest", "h2o", "streaming", "recycled", "random", "hsr", "raas_hsr"}
+    assert set(PEERS) == {"quest", "h2o", "streaming", "recycled", "random", "hsr", "raas_hsr",
+                          "raas_guard"}
+    assert RaaSGuardOptions().recent_ratio == 0.5  # half the budget guarded, half RaaS's
     assert H2OOptions().recent_ratio == 0.5  # H2O's 1:1 heavy:recent split
     assert StreamingOptions().sinks == 1  # one page holds StreamingLLM's 4 sink tokens
     assert RecycledOptions().period == 10
@@ -49,6 +52,8 @@ def test_every_config_holds_its_policys_options(name) -> None:
     (HSROptions, "epsilon", 0.0, ValueError, "(0, 1)"),
     (HSROptions, "epsilon", 1.0, ValueError, "(0, 1)"),
     (RandomOptions, "seed", -3, ValueError, ">= 0"),
+    (RaaSGuardOptions, "recent_ratio", 1.0, ValueError, "must lie in"),
+    (RaaSGuardOptions, "recent_ratio", "half", TypeError, "float"),
 ])
 def test_bad_peer_options_are_refused(options, field, value, error, words) -> None:
     with pytest.raises(error, match=words.replace("(", r"\(").replace(")", r"\)")):

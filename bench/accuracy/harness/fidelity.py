@@ -4,7 +4,8 @@ dense attention on the same text, step by step, for any local causal LM.
 Both runs decode through model.generate() (so the policy's cache is the one used), with a
 logits processor that records each step's scores and then forces the reference token. With
 greedy settings and no other processors, the recorded scores are the raw logits. Sequences
-run one at a time (B = 1), so texts of any length need no padding.
+whose prompt and continuation lengths agree run as one batch (every task family's test
+problems do), so no padding is ever needed; others run one at a time.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def load_sequences(path: str | Path, encode: Callable[[str], list[int]], s: Fide
 
 
 class _Forcer(LogitsProcessor):
-    """Hands each step's scores [1, V] to on_step(t, scores), then forces targets[t]."""
+    """Hands each step's scores [B, V] to on_step(t, scores), then forces targets[:, t]."""
 
     def __init__(self, prompt_len: int, targets: torch.Tensor, on_step) -> None:
         self.prompt_len, self.targets, self.on_step = prompt_len, targets, on_step
@@ -73,39 +74,50 @@ class _Forcer(LogitsProcessor):
         t = input_ids.shape[1] - self.prompt_len
         self.on_step(t, scores.float())
         forced = torch.full_like(scores, float("-inf"))
-        forced[:, self.targets[t]] = 0.0
+        forced.scatter_(1, self.targets[:, t: t + 1], 0.0)
         return forced
 
 
 @torch.no_grad()
-def forced_decode(model, prompt: list[int], targets: list[int], on_step) -> None:
-    ids = torch.tensor([prompt], device=model.device)
-    tgt = torch.tensor(targets, device=model.device)
-    model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=len(targets),
+def forced_decode(model, prompts: list[list[int]], targets: list[list[int]], on_step) -> None:
+    """Decode a batch of equal-length prompts, forcing equal-length targets."""
+    ids = torch.tensor(prompts, device=model.device)  # [B, P]
+    tgt = torch.tensor(targets, device=model.device)  # [B, T]
+    model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=tgt.shape[1],
                    min_new_tokens=0, do_sample=False,
                    pad_token_id=model.generation_config.pad_token_id or 0,
-                   logits_processor=LogitsProcessorList([_Forcer(len(prompt), tgt, on_step)]))
+                   logits_processor=LogitsProcessorList([_Forcer(ids.shape[1], tgt, on_step)]))
 
 
-def dense_logprobs(model, prompt, targets) -> torch.Tensor:
-    """[T, V] log-probabilities of the plain model (no raas_flex) along the forced text."""
+def dense_logprobs(model, prompts, targets) -> torch.Tensor:
+    """[B, T, V] log-probabilities of the plain model (no raas_flex) along the forced text."""
     steps = []
-    forced_decode(model, prompt, targets, lambda t, s: steps.append(torch.log_softmax(s[0], -1)))
-    return torch.stack(steps)
+    forced_decode(model, prompts, targets, lambda t, s: steps.append(torch.log_softmax(s, -1)))
+    return torch.stack(steps, dim=1)
 
 
-def compare(model, prompt, targets, reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per step: KL(dense || this model) [T] and top-1 agreement [T] (bool)."""
+def compare(model, prompts, targets, reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row and step: KL(dense || this model) [B, T] and top-1 agreement [B, T] (bool)."""
     kls, agree = [], []
 
     def on_step(t, scores):
-        logq = torch.log_softmax(scores[0], -1)
-        logp = reference[t]
-        kls.append((logp.exp() * (logp - logq)).sum().clamp_min(0.0))
-        agree.append(logp.argmax() == logq.argmax())
+        logq = torch.log_softmax(scores, -1)  # [B, V]
+        logp = reference[:, t]
+        kls.append((logp.exp() * (logp - logq)).sum(-1).clamp_min(0.0))
+        agree.append(logp.argmax(-1) == logq.argmax(-1))
 
-    forced_decode(model, prompt, targets, on_step)
-    return torch.stack(kls).cpu(), torch.stack(agree).cpu()
+    forced_decode(model, prompts, targets, on_step)
+    return torch.stack(kls, 1).cpu(), torch.stack(agree, 1).cpu()
+
+
+def same_length_groups(pairs) -> list[tuple[list[list[int]], list[list[int]]]]:
+    """(prompts, targets) batches of pairs whose prompt and target lengths agree."""
+    groups: dict[tuple[int, int], tuple[list, list]] = {}
+    for prompt, target in pairs:
+        g = groups.setdefault((len(prompt), len(target)), ([], []))
+        g[0].append(prompt)
+        g[1].append(target)
+    return list(groups.values())
 
 
 def run_fidelity(model, pairs, s: FidelitySettings, applier: Applier, progress: bool = True) -> dict:
@@ -124,18 +136,19 @@ def run_fidelity(model, pairs, s: FidelitySettings, applier: Applier, progress: 
             (skipped if why else units).append(
                 {"policy": policy, "budget_fraction": frac, "reason": why} if why
                 else (policy, frac, budget))
-    bar = tqdm(total=len(pairs) * (1 + len(units)), disable=not progress, desc="fidelity")
+    groups = same_length_groups(pairs)
+    bar = tqdm(total=len(groups) * (1 + len(units)), disable=not progress, desc="fidelity")
     results = {u: ([], []) for u in units}
-    for prompt, targets in pairs:
-        reference = dense_logprobs(model, prompt, targets)
+    for prompts, targets in groups:
+        reference = dense_logprobs(model, prompts, targets)
         bar.update(1)
         for unit in units:
             policy, _, budget = unit
             bar.set_postfix(policy=policy, L=budget)
             with policy_applied(model, applier, policy, budget, s.page_size, **s.policy_config) as m:
-                kl, agree = compare(m, prompt, targets, reference)
-            results[unit][0].append(kl)
-            results[unit][1].append(agree)
+                kl, agree = compare(m, prompts, targets, reference)
+            results[unit][0].extend(kl.unbind(0))  # one [T] tensor per sequence
+            results[unit][1].extend(agree.unbind(0))
             bar.update(1)
     bar.close()
     rows, curves = [], {}

@@ -1,13 +1,15 @@
 """Accuracy vs budget: every policy x budget fraction on the same held-out problems.
 
-All problems of a sweep have the same chain length (decode_tokens), so the budget fractions
-mean the same thing for each, and batches need no padding.
+All problems of a sweep belong to one task family and have the same chain length
+(decode_tokens), so the budget fractions mean the same thing for each, and batches need no
+padding; a run over several families (cli.py --families) is one sweep per family.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
@@ -17,7 +19,7 @@ from bench.accuracy.harness.policies import (
 )
 from bench.accuracy.harness.stats import wilson
 from bench.accuracy.reasoner import greedy_outputs, score_outputs
-from bench.accuracy.tasks import TaskSpec, WordTokenizer, make_problems
+from bench.accuracy.tasks import TaskSpec, WordTokenizer, family, make_problems
 
 KEEP_ALL = ("dense",)  # policies that run once, at budget_fraction 1.0
 
@@ -27,6 +29,7 @@ class SweepSettings:
     """What to run. reference adds a row 'hf': plain transformers generate, no raas_flex."""
 
     decode_tokens: int = 2048
+    family: str = "registers"
     n: int = 128
     seed: int = 0
     policies: tuple[str, ...] = PEER_POLICIES
@@ -38,6 +41,7 @@ class SweepSettings:
     policy_config: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        family(self.family)  # a clear error for an unknown family
         if self.n < 1 or self.batch_size < 1:
             raise ValueError("n and batch_size must be >= 1.")
         if self.slack < 1.0:
@@ -70,7 +74,7 @@ def _units(s: SweepSettings, prompt_tokens: int, max_new: int) -> tuple[list, li
 def run_accuracy(model, tok: WordTokenizer, spec: TaskSpec, s: SweepSettings,
                  applier: Applier | None, progress: bool = True) -> dict:
     """Rows of {policy, budget_fraction, accuracy, ci_low, ci_high, n, ...}; see module doc."""
-    problems = make_problems("test", s.n, s.decode_tokens, seed=s.seed, spec=spec)
+    problems = make_problems("test", s.n, s.decode_tokens, seed=s.seed, spec=spec, family=s.family)
     max_new = int(s.slack * len(problems[0].chain.split()))
     units, skipped = _units(s, spec.prompt_tokens, max_new)
     if applier is None and any(u[0] != "hf" for u in units):
@@ -85,8 +89,10 @@ def run_accuracy(model, tok: WordTokenizer, spec: TaskSpec, s: SweepSettings,
             for chunk in batches:  # one apply per run: compiled state is reused across batches
                 records += score_outputs(chunk, greedy_outputs(m, tok, chunk, max_new), tok, spec)
                 bar.update(1)
-        rows.append(_row(policy, frac, budget, records, time.perf_counter() - start))
+        row = _row(policy, frac, budget, records, time.perf_counter() - start)
+        rows.append({"family": s.family, **row, "dtype": dtype_name(model.dtype)})
     bar.close()
+    skipped = [{"family": s.family, **x} for x in skipped]
     return {"rows": rows, "skipped": skipped, "max_new_tokens": max_new,
             "correct_decode_tokens": len(problems[0].chain.split()),
             "prompt_tokens": spec.prompt_tokens}
@@ -113,5 +119,13 @@ def _row(policy: str, frac: float, budget: int | None, records: list[dict], seco
         # share of broken chains whose first wrong step reads a prompt fact (a phoenix read);
         # ~1/fact_every when errors fall anywhere, near 1 when a policy loses the prompt
         "phoenix_error_share": sum(kinds) / len(kinds) if kinds else None,
+        # the step kind (families.py) of each broken chain's first wrong step, counted
+        "first_error_kinds": dict(Counter(r["first_error_kind"] for r in records
+                                          if r.get("first_error_kind"))),
         "seconds": round(seconds, 2),
     }
+
+
+def dtype_name(dtype) -> str:
+    """'float32' for torch.float32: the dtype column of a row."""
+    return str(dtype).removeprefix("torch.")

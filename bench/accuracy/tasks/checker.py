@@ -2,7 +2,8 @@
 a generated chain step by step.
 
 Deliberately shares no code with the generators (only the vocabulary's spelling is common):
-it parses words, keeps registers in a dict keyed by name, and re-derives every rule.
+it parses words, keeps registers in a dict keyed by name, and re-derives every rule of every
+family (the prompt's last word names it) from the prose in families.py, not its code.
 """
 
 from __future__ import annotations
@@ -25,11 +26,16 @@ class Verdict:
     steps_checked: int
 
 
+_THINK = {"<think>": "registers", "<think:lemmas>": "lemmas", "<think:recall>": "recall",
+          "<think:mixture>": "mixture"}
+_LEMMAS, _NOTES = "klmn", "opqr"
+
+
 def parse_prompt(prompt: str) -> tuple[dict[str, int], int, int]:
     """-> (facts by name, number of steps, counter width)."""
     words = prompt.split()
-    if not words or words[0] != "<bos>" or words[-1] != "<think>":
-        raise ValueError("a prompt starts with <bos> and ends with <think>.")
+    if not words or words[0] != "<bos>" or words[-1] not in _THINK:
+        raise ValueError(f"a prompt starts with <bos> and ends with one of {sorted(_THINK)}.")
     facts = {}
     for i, word in enumerate(words[1:11]):
         name, _, value = word.partition("=")
@@ -42,32 +48,70 @@ def parse_prompt(prompt: str) -> tuple[dict[str, int], int, int]:
     return facts, int("".join(counter)), len(counter)
 
 
-def expected_steps(prompt: str, registers: int = 8, fact_every: int = 5) -> list[list[str]]:
-    """The correct chain as a list of steps, each a list of words."""
+def prompt_family(prompt: str) -> str:
+    """The family a prompt asks for, from its last word."""
+    last = prompt.split()[-1] if prompt.split() else ""
+    if last not in _THINK:
+        raise ValueError(f"a prompt ends with one of {sorted(_THINK)}, not {last!r}.")
+    return _THINK[last]
+
+
+def expected_steps(prompt: str, registers: int = 8, fact_every: int = 5,
+                   lemma_every: int = 100, notes: int = 4) -> list[list[str]]:
+    """The correct chain as a list of steps, each a list of words, for any family: its rules
+    written out afresh here (see families.py for the prose)."""
+    fam = prompt_family(prompt)
     facts, n, width = parse_prompt(prompt)
+    phoenix, lemmas, recall = (fam in ("registers", "mixture"), fam in ("lemmas", "mixture"),
+                               fam in ("recall", "mixture"))
     regs = {_REGS[i]: facts[_FACTS[i]] for i in range(registers)}
+    named: dict[str, int] = {}
     last = _REGS[registers - 1]
     steps = []
-    for counter in range(n - 1, -1, -1):
-        dest = _REGS[(n - 1 - counter) % registers]
+    for index, counter in enumerate(range(n - 1, -1, -1)):
+        dest = _REGS[index % registers]
         old = regs[dest]
-        if counter % fact_every:
-            src, val = last, regs[last]
-        else:
+        phase_name = _LEMMAS[(counter // lemma_every) % len(_LEMMAS)]
+        defines = None
+        if recall and 0 < index <= notes:
+            defines = _NOTES[index - 1]
+        elif lemmas and (index == 0 or counter % lemma_every == lemma_every - 1):
+            defines = phase_name
+        if defines is None and recall and counter < notes:
+            src = _NOTES[counter]
+            val, shown = named[src], "~"
+        elif defines is None and phoenix and counter % fact_every == 0:
             src = _FACTS[old]
             val = facts[src]
+            shown = str(val)
+        elif defines is None and lemmas and counter % 2:
+            src, shown = phase_name, "~"
+            val = named[src]
+        else:
+            src, val = last, regs[last]
+            shown = str(val)
         if _REGS.index(dest) % 2 == 0:
             op, carry, res = "+", (old + val) // 10, (old + val) % 10
         else:
             op, carry, res = "-", int(old < val), (old - val + 10) % 10
+        result = str(res)
+        if defines is not None:
+            named[defines] = res
+            result = f"{defines}={res}"
         steps.append(list(str(counter).zfill(width))
-                     + [dest, str(old), op, src, str(val), "=", str(carry), str(res), ";"])
+                     + [dest, str(old), op, src, shown, "=", str(carry), result, ";"])
         regs[dest], last = res, dest
     return steps
 
 
-def expected_answer(prompt: str, registers: int = 8, fact_every: int = 5) -> int:
-    return int(expected_steps(prompt, registers, fact_every)[-1][-2])
+def _result_digit(word: str) -> int:
+    """A step's result: a digit, or a defining word `k=7`."""
+    return int(word.rpartition("=")[2])
+
+
+def expected_answer(prompt: str, registers: int = 8, fact_every: int = 5,
+                    lemma_every: int = 100, notes: int = 4) -> int:
+    return _result_digit(expected_steps(prompt, registers, fact_every, lemma_every, notes)[-1][-2])
 
 
 def extract_answer(output: str) -> int | None:
@@ -79,10 +123,11 @@ def extract_answer(output: str) -> int | None:
     return int(words[i + 1]) if i + 1 < len(words) and words[i + 1].isdigit() else None
 
 
-def check(prompt: str, output: str, registers: int = 8, fact_every: int = 5) -> Verdict:
+def check(prompt: str, output: str, registers: int = 8, fact_every: int = 5,
+          lemma_every: int = 100, notes: int = 4) -> Verdict:
     """Verify a generated chain (the text after the prompt) against the prompt's rules."""
-    steps = expected_steps(prompt, registers, fact_every)
-    want = int(steps[-1][-2])
+    steps = expected_steps(prompt, registers, fact_every, lemma_every, notes)
+    want = _result_digit(steps[-1][-2])
     words = output.split()
     first_error, pos = None, 0
     for i, step in enumerate(steps):

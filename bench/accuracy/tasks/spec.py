@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from bench.accuracy.tasks.vocab import FACT_NAMES, REGISTER_NAMES
+from bench.accuracy.tasks.vocab import FACT_NAMES, NOTE_NAMES, REGISTER_NAMES
 
 TEST_MODULUS = 13
 SPLIT_TAGS = {"train": 1, "test": 2}
@@ -29,14 +29,21 @@ class TaskSpec:
         chosen by the register's old value, instead of the previous result: a phoenix read.
     counter_digits: width of the countdown counter written at the start of each step; the
         chain may have at most 10**counter_digits steps.
+    lemma_every: (lemmas, mixture) a phase is the run of steps whose counter has the same
+        value of counter // lemma_every; its first step defines the phase's lemma, and its
+        odd-counter steps read it (families.py).
+    notes: (recall, mixture) steps 1..notes each write a note; the last `notes` steps
+        (counter notes-1 .. 0) each read one, once.
     """
 
     registers: int = 8
     fact_every: int = 5
     counter_digits: int = 4
+    lemma_every: int = 100
+    notes: int = 4
 
     def __post_init__(self) -> None:
-        for name in ("registers", "fact_every", "counter_digits"):
+        for name in ("registers", "fact_every", "counter_digits", "lemma_every", "notes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{name} must be an int, got {value!r}.")
@@ -46,6 +53,12 @@ class TaskSpec:
             raise ValueError(f"fact_every={self.fact_every}; use >= 2.")
         if not 1 <= self.counter_digits <= 6:
             raise ValueError(f"counter_digits={self.counter_digits}; use 1..6.")
+        if self.lemma_every < 2:
+            raise ValueError(f"lemma_every={self.lemma_every}; use >= 2.")
+        if not 1 <= self.notes <= len(NOTE_NAMES):
+            raise ValueError(f"notes={self.notes}; use 1..{len(NOTE_NAMES)}.")
+        if self.notes >= self.lemma_every - 1:
+            raise ValueError(f"notes={self.notes} must be < lemma_every - 1={self.lemma_every - 1}.")
 
     @property
     def prompt_tokens(self) -> int:

@@ -11,6 +11,13 @@ DIGITS = tuple("0123456789")
 FACT_NAMES = tuple("abcdefghij")  # ten facts, indexed by a digit on fact steps
 REGISTER_NAMES = tuple("stuvwxyz")  # at most eight rotating intermediate registers
 PLUS, MINUS, EQUALS, END_STEP = "+", "-", "=", ";"
+# Task families (families.py): the prompt's last word names the family; registers keeps
+# the original <think>, so its problems (and the first checkpoint's scores) are unchanged.
+FAMILY_THINK = {"registers": THINK, "lemmas": "<think:lemmas>", "recall": "<think:recall>",
+                "mixture": "<think:mixture>"}
+LEMMA_NAMES = tuple("klmn")  # decode-time values read for a whole phase (lemmas)
+NOTE_NAMES = tuple("opqr")  # decode-time values read once, near the end (recall)
+HIDDEN = "~"  # the value slot of a named read: the value is fetched, never copied
 
 
 def fact_word(name: str, digit: int) -> str:
@@ -21,11 +28,17 @@ def fact_word(name: str, digit: int) -> str:
 
 
 FACT_WORDS = tuple(fact_word(n, d) for n in FACT_NAMES for d in range(10))
+# The first 137 words are the original vocabulary in its original order (the first
+# checkpoint's ids); the families' words follow.
 WORDS: tuple[str, ...] = (
     (PAD, BOS, EOS, THINK, ANS) + DIGITS + FACT_NAMES + REGISTER_NAMES
     + (PLUS, MINUS, EQUALS, END_STEP) + FACT_WORDS
+    + tuple(FAMILY_THINK[f] for f in ("lemmas", "recall", "mixture")) + LEMMA_NAMES + NOTE_NAMES
+    + (HIDDEN,) + tuple(fact_word(n, d) for n in LEMMA_NAMES + NOTE_NAMES for d in range(10))
 )
-VOCAB_SIZE = 192  # embedding rows: WORDS padded to a multiple of 64; extra rows are never seen
+# Embedding rows of a new model: WORDS padded to a multiple of 64; extra rows are never seen.
+# (The first checkpoint has 192 rows over the first 137 words; its config says so.)
+VOCAB_SIZE = 256
 
 
 class WordTokenizer:
