@@ -88,8 +88,8 @@ class LessIsMorePolicy(Policy):
         chosen = self.shared_pages(cache, scores)  # [B, 1, S]
         B, H, S = cache.fill.shape
         k = min(self.top + self.recent + self.sinks, S)
-        # The chosen slots first (at most k of them), by a top-k over the slot flags.
-        index = torch.topk(chosen[:, 0].float(), k, dim=-1, sorted=False).indices
+        # The chosen slots first (at most k of them): a sorted top-k over the slot flags.
+        index = torch.topk(chosen[:, 0].float(), k, dim=-1, sorted=True).indices
         count = chosen.sum(-1, keepdim=True, dtype=torch.int32).expand(B, H, 1)
         index = torch.nn.functional.pad(index.to(torch.int32), (0, S - k))  # [B, S]
         blocks = (count, index[:, None, None, :].expand(B, H, 1, S))
