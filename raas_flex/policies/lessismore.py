@@ -2,9 +2,9 @@
 2508.07101), per page.
 
 Source rule (paper and the authors' code DerrickYLJ/LessIsMore; docs/algorithms.md): the
-full cache is kept. A selection layer attends densely and picks, for a budget of K tokens,
-the ceil-free split k = int(0.75 K) "top" tokens and K - k most recent tokens (4 of which
-are sink tokens at the start when the recent share allows). The top tokens are chosen
+full cache is kept. A selection layer attends densely and picks, for a budget of K
+tokens, k = int(0.75 K) "top" tokens and the K - k most recent tokens (4 of which are the
+first, sink, tokens when the recent share allows). The top tokens are chosen
 globally: every query head ranks the tokens outside the recent window by its logit, the
 per-head rankings are interleaved rank by rank (all heads' first choices, then all heads'
 second choices, ...), duplicates dropped, and the first k distinct tokens kept. The same
