@@ -16,7 +16,8 @@ a checkpoint keeps the pinned pages, the pages holding the last `window` tokens 
 best-scoring pages, and frees one buffer of pages. Our `budget` is R-KV's budget + buffer
 (the most the cache ever holds).
 Deviations [project choices]: page granularity (a page is kept or freed whole, by the sum
-of its tokens' scores); the importance max-pool runs inside each page (R-KV pools along the
+of its tokens' scores); the importance softmax runs over every held token (R-KV's leaves
+the window's own tokens out); the importance max-pool runs inside each page (R-KV pools along the
 cache order, which after the first compression is score order, not position); the
 redundancy omits R-KV's rule that spares, for each token, its most recent neighbour with
 similarity > 0.5 (it needs the N x N similarity matrix; without it the mean similarity is
