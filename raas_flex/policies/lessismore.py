@@ -49,6 +49,9 @@ class LessIsMoreOptions(PolicyOptions):
 
     prefix = "lim_"
     keeps_all = True
+    # One set for all kv heads: the heads' rankings are pooled (main's tensor-parallel
+    # check reads this flag and refuses such a policy over sharded heads).
+    per_kv_head = False
     top_ratio: float = 0.75
     sinks: int = 1
 
