@@ -57,6 +57,7 @@ def prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: LayerCache
     if not policy.keeps_all:
         check_prompt_fits(policy.config, longest)
     write_prompt(cache, k, v, lengths, pin=policy.config.keep_prefill)
+    policy.on_prefill(q, cache, lengths)
     return attend_prompt(q, k.to(q.dtype), v.to(q.dtype), lengths, _scale(scale, D),
                          policy.config.attention_kernel)
 

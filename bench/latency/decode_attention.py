@@ -79,7 +79,7 @@ def run(args: argparse.Namespace, out: str) -> dict:
         quant_rows(record, gen, sweep=not args.no_sweep, kernel_options=args.kernel_options)
         return dict(bandwidth_Bps=bw, launch_ms=launch, rows=rows)
     if args.issue15:
-        issue15_rows(record, gen, ns, configs, args.kv_dtypes)
+        issue15_rows(record, gen, ns, configs, args.kv_dtypes, args.policies)
         return dict(bandwidth_Bps=bw, launch_ms=launch, rows=rows)
     for B in sorted({b for _, _, b in configs}):
         for n in ns:
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace, out: str) -> dict:
             torch.cuda.empty_cache()
     for L, P, B in configs:
         main = (L, P, B) == (DEFAULT["L"], DEFAULT["P"], DEFAULT["B"])
-        for name in rf.available_policies():
+        for name in args.policies:
             keeps_all = rf.policies.policy_class(name).Options.keeps_all
             if keeps_all and not (P == 16 and L == 2048):
                 continue  # keep-all pools do not depend on L; time them at P=16 only
@@ -106,7 +106,8 @@ def run(args: argparse.Namespace, out: str) -> dict:
     return dict(bandwidth_Bps=bw, launch_ms=launch, rows=rows)
 
 
-def issue15_rows(record, gen: torch.Generator, ns: list[int], configs, kv_dtypes: bool) -> None:
+def issue15_rows(record, gen: torch.Generator, ns: list[int], configs, kv_dtypes: bool,
+                 policies: tuple[str, ...]) -> None:
     """Issue 15: SDPA and every policy's default step at batch 1 / 8 / 32, L = 2048,
     P = 16, with flex alone over the RaaS pool beside it; keep-all policies at batch 1,
     N = 4k and 128k; 8-bit pools (int8, fp8) at N = 128k, batch 1 / 8 / 32."""
@@ -114,7 +115,7 @@ def issue15_rows(record, gen: torch.Generator, ns: list[int], configs, kv_dtypes
         for n in ns:
             record("sdpa", n, None, None, B, cases.sdpa_dense(n, B, gen))
             torch.cuda.empty_cache()
-        for name in rf.available_policies():
+        for name in policies:
             keeps_all = rf.policies.policy_class(name).Options.keeps_all
             for n in ns:
                 if keeps_all and (B > 1 or n not in (4 * K, 128 * K)):
@@ -178,6 +179,14 @@ def table(rows: list[dict], n: int) -> str:
     return "\n".join(lines)
 
 
+def policy_list(text: str) -> tuple[str, ...]:
+    """--policies: comma-separated registered names, each checked (a typo names the choices)."""
+    names = tuple(name for name in text.split(",") if name)
+    for name in names:
+        rf.policies.policy_class(name)  # ValueError listing the registered policies
+    return names
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="one config, two N")
@@ -195,6 +204,9 @@ def main() -> None:
                         "kernel-option sweep of the attention")
     parser.add_argument("--kernel-options", type=json.loads, default=None,
                         help='decode flex kernel_options for every step, e.g. \'{"num_stages": 3}\'')
+    parser.add_argument("--policies", type=policy_list, default=rf.available_policies(),
+                        help="comma-separated policies to time (default: every registered "
+                             "one), e.g. rkv,lazy_eviction,lessismore; SDPA is always timed")
     parser.add_argument("--out", default=None, help="JSON path")
     args = parser.parse_args()
     import triton
@@ -207,7 +219,7 @@ def main() -> None:
     result.update(device=device, torch=torch.__version__, triton=triton.__version__,
                   command="python -m bench.latency.decode_attention " + " ".join(sys.argv[1:]),
                   kernel_options=args.kernel_options, wall_s=time.time() - t0,
-                  policies=list(rf.available_policies()))
+                  policies=list(args.policies))
     with open(out, "w") as f:
         json.dump(result, f, indent=1)
     try:

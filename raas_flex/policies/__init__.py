@@ -11,11 +11,14 @@ from raas_flex.policies.base import Policy, PolicyOptions
 from raas_flex.policies.dense import DensePolicy
 from raas_flex.policies.h2o import H2OPolicy
 from raas_flex.policies.hsr import HSRPolicy
+from raas_flex.policies.lazy_eviction import LazyEvictionPolicy
+from raas_flex.policies.lessismore import LessIsMorePolicy
 from raas_flex.policies.quest import QuestPolicy
 from raas_flex.policies.raas import RaaSPolicy
 from raas_flex.policies.raas_guard import RaaSGuardPolicy
 from raas_flex.policies.raas_hsr import RaaSHSRPolicy
 from raas_flex.policies.random_page import RandomPolicy
+from raas_flex.policies.rkv import RKVPolicy
 from raas_flex.policies.recycled import RecycledPolicy
 from raas_flex.policies.streaming import StreamingPolicy
 
@@ -31,6 +34,10 @@ _REGISTRY: dict[str, type[Policy]] = {
     HSRPolicy.name: HSRPolicy,
     RaaSHSRPolicy.name: RaaSHSRPolicy,
     RaaSGuardPolicy.name: RaaSGuardPolicy,  # ours: raas with a recency guard (issue 17)
+    # reasoning-specific peers (issue 20)
+    RKVPolicy.name: RKVPolicy,
+    LazyEvictionPolicy.name: LazyEvictionPolicy,
+    LessIsMorePolicy.name: LessIsMorePolicy,
 }
 
 

@@ -83,9 +83,10 @@ class Policy:
     """Decisions for one layer's cache, as pure tensor code (no host sync, no branching on
     tensor values), so the whole decode step compiles into one graph.
 
-    Per decode step the engine calls, in order: `eviction_key` (only used if a page must
-    be opened), `on_open`, then, after the new token is appended, `score`, `update` and
-    `select`. Subclasses override what they need; the defaults are "dense".
+    At prefill the engine calls `on_prefill` once. Per decode step it calls, in order:
+    `eviction_key` (only used if a page must be opened), `on_open`, then, after the new
+    token is appended, `score`, `update` and `select`. Subclasses override what they
+    need; the defaults are "dense".
     """
 
     name: ClassVar[str] = "base"
@@ -104,6 +105,11 @@ class Policy:
 
     def init_state(self, cache: LayerCache) -> None:
         """Allocate per-slot policy tensors in `cache.policy_state` (once, at prefill)."""
+
+    def on_prefill(self, q: torch.Tensor, cache: LayerCache,
+                   lengths: torch.Tensor) -> None:
+        """See the prompt's queries q [B, Hq, T, D] (left-padded; `lengths` [B] real
+        tokens) once the prompt is written: eager, before any decode step."""
 
     def eviction_key(self, cache: LayerCache, step: torch.Tensor) -> torch.Tensor | None:
         """[B, H, S]: lower is evicted first; None for a keep-all policy."""

@@ -84,6 +84,9 @@ def test_budget_arithmetic():
     assert budget_problem(48, DEFAULT_SPEC.prompt_tokens, 16) is None
     assert "decode pages" in budget_problem(32, DEFAULT_SPEC.prompt_tokens, 16)
     assert "decode pages" in budget_problem(64, 40, 16)
+    # a policy's own options may need more: R-KV frees a 128-token buffer per checkpoint
+    assert "raise budget to >= 160" in budget_problem(128, 16, 16, "rkv")
+    assert budget_problem(256, 16, 16, "rkv") is None
 
 
 def test_sweep_rows_and_apply_remove_pairing(tiny_model):

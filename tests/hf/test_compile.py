@@ -42,3 +42,23 @@ def test_compiled_decode_one_graph_same_tokens():
     assert FakeStepGraph.replays >= NEW_TOKENS - 3  # warm step and prefill run directly
     remove_raas(model)
     assert "forward" not in vars(model)
+
+
+def test_compiled_rkv_decode_one_graph_same_tokens():
+    """R-KV sizes its query ring at prefill (eager), so the compiled decode forward is
+    still one graph across checkpoints that free pages, with eager R-KV's tokens."""
+    model = tiny_model("llama")
+    ids, mask = prompts((12, 7))
+    options = dict(budget=64, page_size=16, policy="rkv", rkv_buffer=16, rkv_window=4)
+    apply_raas(model, **options)
+    eager = greedy(model, ids, mask, NEW_TOKENS)
+    remove_raas(model)
+
+    apply_raas(model, **options, compile=True)
+    compiled = raas_state(model).compiled
+    torch._dynamo.utils.counters.clear()
+    got = greedy(model, ids, mask, NEW_TOKENS)
+    assert compiled.graphs == 1
+    assert sum(torch._dynamo.utils.counters["graph_break"].values()) == 0
+    assert torch.equal(got, eager)
+    remove_raas(model)

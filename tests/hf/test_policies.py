@@ -17,7 +17,7 @@ pytestmark = pytest.mark.hf  # CI runs these on both ends of the transformers ra
 
 LENGTHS = (11, 6, 3)
 # Peer settings that make a short decode exercise each rule.
-OPTIONS = dict(recycled_period=3, hsr_epsilon=0.05)
+OPTIONS = dict(recycled_period=3, hsr_epsilon=0.05, rkv_buffer=16, lazy_window=16)
 
 
 @pytest.fixture(scope="module")

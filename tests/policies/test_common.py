@@ -21,7 +21,8 @@ TOL = 1e-5
 def peer_config(policy: str, budget: int, **extra) -> RaaSConfig:
     """Small peers' settings so that a 20-step run exercises their selection; the fast
     "sdpa" kernel unless `attention_kernel` says otherwise."""
-    peers = dict(recycled_period=3, recycled_pages=1, hsr_epsilon=0.05)
+    peers = dict(recycled_period=3, recycled_pages=1, hsr_epsilon=0.05, rkv_buffer=16,
+                 lazy_window=16)
     core = dict(attention_kernel=SDPA)
     for name, value in extra.items():
         (core if name in RaaSConfig.__dataclass_fields__ else peers)[name] = value

@@ -1,13 +1,21 @@
-"""One compiled case: the hsr decode step (the peers' most involved tensor code) compiles
-to a single fullgraph graph, is not recompiled across steps, and agrees with eager."""
+"""Compiled peers: the hsr step (the issue-5 peers' most involved tensor code) and each
+reasoning peer's step compile to a single fullgraph graph, are not recompiled across
+steps, and agree with eager."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from raas_flex import RaaSConfig
+from raas_flex.functional import decode_step_tensors
 from raas_flex.policies.hsr import BOUND, HSROptions
-from tests.policy_harness import fullgraph_step, make_sequence, max_error_vs_masked_dense, run_policy
+from raas_flex.policies.lazy_eviction import LazyEvictionOptions
+from raas_flex.policies.lessismore import LessIsMoreOptions
+from raas_flex.policies.rkv import RKVOptions
+from tests.policy_harness import (
+    causal_positions, fullgraph_step, make_sequence, max_error_vs_masked_dense, run_policy,
+)
 
 
 def test_compiled_hsr_step_matches_eager_without_recompiling() -> None:
@@ -29,3 +37,39 @@ def test_compiled_hsr_step_matches_eager_without_recompiling() -> None:
     assert any((a != h).any() for a, h in zip(fast.attended, fast.held)), "nothing dropped"
     for a, b in zip(bounds["compiled"], bounds["eager"]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("policy, options", [
+    ("rkv", RKVOptions(buffer=16, window=4)),
+    ("lazy_eviction", LazyEvictionOptions(window=16, alpha=0.02)),
+    ("lessismore", LessIsMoreOptions()),
+])
+def test_compiled_reasoning_peer_step_matches_eager_in_one_graph(policy, options) -> None:
+    """One fullgraph graph per policy over 40 steps: page opens, checkpoints that free
+    pages (rkv, lazy_eviction) and a selection that skips pages (lessismore)."""
+    graphs = []
+
+    def counting_inductor(gm, example_inputs):
+        graphs.append(gm)
+        return compile_fx(gm, example_inputs)
+
+    compiled = torch.compile(decode_step_tensors, backend=counting_inductor, fullgraph=True,
+                             dynamic=False)
+    seq = make_sequence(7, batch=2, prompt_lengths=[30, 12], steps=40, key_scale=3.0)
+    config = RaaSConfig(budget=64, page_size=16, policy=policy, options=options)
+
+    def step(q, k, v, cache, policy, step):
+        return compiled(q, k, v, cache, policy, torch.tensor(step), 0.25)
+
+    fast = run_policy(config, seq, step_fn=step)
+    slow = run_policy(config, seq)
+    assert len(graphs) == 1, f"{len(graphs)} graphs compiled for one step shape"
+    assert max_error_vs_masked_dense(seq, fast) <= 1e-5
+    for a, b in zip(fast.attended, slow.attended):
+        assert torch.equal(a, b)
+    assert any((a != c).any() for a, c in zip(fast.attended, causal_positions_all(seq))), (
+        "nothing dropped")
+
+
+def causal_positions_all(seq):
+    return [causal_positions(seq, t) for t in range(seq.steps)]

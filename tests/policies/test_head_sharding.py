@@ -36,7 +36,8 @@ def head_slice(seq: Sequence, first: int, count: int) -> Sequence:
 def test_half_the_heads_decide_as_half_a_full_cache(policy: str, seed: int) -> None:
     seq = make_sequence(seed, batch=2, kv_heads=KV_HEADS, group=GROUP, prompt_lengths=[20, 7],
                         steps=60, key_scale=3.0)
-    peers = settings_for(policy, recycled_period=3, recycled_pages=1, hsr_epsilon=0.05)
+    peers = settings_for(policy, recycled_period=3, recycled_pages=1, hsr_epsilon=0.05,
+                         rkv_buffer=16, lazy_window=16)
     config = RaaSConfig.from_fields(budget=4 * P, page_size=P, policy=policy,
                                     attention_kernel="sdpa", **peers)
     full = run_policy(config, seq)

@@ -13,19 +13,26 @@ from raas_flex.policies import available_policies, policy_class
 from raas_flex.policies.h2o import H2OOptions
 from raas_flex.policies.hsr import HSROptions
 from raas_flex.policies.raas_guard import RaaSGuardOptions
+from raas_flex.policies.lazy_eviction import LazyEvictionOptions
+from raas_flex.policies.lessismore import LessIsMoreOptions
 from raas_flex.policies.random_page import RandomOptions
 from raas_flex.policies.recycled import RecycledOptions
+from raas_flex.policies.rkv import RKVOptions
 from raas_flex.policies.streaming import StreamingOptions
-from tests.policy_harness import PEERS
+from tests.policy_harness import PEERS, settings_for
 
 
 def test_peers_are_registered_with_documented_defaults() -> None:
     assert set(PEERS) == {"quest", "h2o", "streaming", "recycled", "random", "hsr", "raas_hsr",
-                          "raas_guard"}
+                          "raas_guard", "rkv", "lazy_eviction", "lessismore"}
     assert RaaSGuardOptions().recent_ratio == 0.5  # half the budget guarded, half RaaS's
     assert H2OOptions().recent_ratio == 0.5  # H2O's 1:1 heavy:recent split
     assert StreamingOptions().sinks == 1  # one page holds StreamingLLM's 4 sink tokens
     assert RecycledOptions().period == 10
+    assert (RKVOptions().buffer, RKVOptions().window, RKVOptions().mix_lambda,
+            RKVOptions().pool_kernel) == (128, 8, 0.1, 7)  # R-KV's B_buffer, alpha, lambda
+    assert (LazyEvictionOptions().window, LazyEvictionOptions().alpha) == (175, 1e-4)
+    assert (LessIsMoreOptions().top_ratio, LessIsMoreOptions().sinks) == (0.75, 1)
     config = RaaSConfig(policy="recycled")
     assert config.options.top_pages(config) == config.budget // config.page_size
     assert RecycledOptions(pages=3).top_pages(config) == 3
@@ -54,6 +61,13 @@ def test_every_config_holds_its_policys_options(name) -> None:
     (RandomOptions, "seed", -3, ValueError, ">= 0"),
     (RaaSGuardOptions, "recent_ratio", 1.0, ValueError, "must lie in"),
     (RaaSGuardOptions, "recent_ratio", "half", TypeError, "float"),
+    (RKVOptions, "buffer", 0, ValueError, ">= 1"),
+    (RKVOptions, "pool_kernel", 4, ValueError, "odd"),
+    (RKVOptions, "mix_lambda", 1.5, ValueError, "must lie in"),
+    (LazyEvictionOptions, "window", 0, ValueError, ">= 1"),
+    (LazyEvictionOptions, "alpha", 0.0, ValueError, "(0, 1)"),
+    (LessIsMoreOptions, "top_ratio", 1.0, ValueError, "recent window"),
+    (LessIsMoreOptions, "sinks", -1, ValueError, ">= 0"),
 ])
 def test_bad_peer_options_are_refused(options, field, value, error, words) -> None:
     with pytest.raises(error, match=words.replace("(", r"\(").replace(")", r"\)")):
@@ -80,11 +94,21 @@ def test_streaming_sinks_must_leave_a_window() -> None:
         RaaSConfig(budget=64, page_size=16, policy="streaming", options=StreamingOptions(sinks=3))
 
 
+@pytest.mark.parametrize("name, field, fix", [
+    ("rkv", "rkv_buffer", "raise budget to >= 96"),  # 4 buffer pages + 2
+    ("lazy_eviction", "lazy_window", "raise budget to >= 144"),  # 4 window pages + 4 + 1
+])
+def test_periodic_compression_needs_room_after_a_checkpoint(name, field, fix) -> None:
+    with pytest.raises(ValueError, match=fix):
+        RaaSConfig.from_fields(budget=64, page_size=16, policy=name, **{field: 64})
+
+
 @pytest.mark.parametrize("name", PEERS)
 def test_memory_class(name: str) -> None:
     """O(L): an evicting pool holds `budget` tokens whatever the decode length;
     O(N): a keep-all pool holds the prompt and every new token."""
-    config = RaaSConfig(budget=64, page_size=16, policy=name)
+    small = settings_for(name, rkv_buffer=16, lazy_window=16)  # periods that fit 64
+    config = RaaSConfig.from_fields(budget=64, page_size=16, policy=name, **small)
     policy = make_policy(config)
     cache = new_layer_cache(config, policy, 1, 2, 8, prompt_tokens=20, max_new_tokens=1000)
     if policy.keeps_all:

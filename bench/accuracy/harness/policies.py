@@ -12,6 +12,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import Callable
 
+from raas_flex.config import RaaSConfig
 from raas_flex.policies import available_policies
 
 # Every registered policy but raas_hsr, which has no accuracy run yet (bench/results/accuracy holds
@@ -49,12 +50,20 @@ def budget_tokens(fraction: float, decode_tokens: int, page_size: int) -> int:
     return max(page_size, round(fraction * decode_tokens / page_size) * page_size)
 
 
-def budget_problem(budget: int, prompt_tokens: int, page_size: int) -> str | None:
-    """Why a budget cannot run with this prompt (fewer than two decode pages), or None."""
+def budget_problem(budget: int, prompt_tokens: int, page_size: int,
+                   policy: str | None = None) -> str | None:
+    """Why a budget cannot run with this prompt (fewer than two decode pages) or, given a
+    policy, with that policy's default options (e.g. R-KV's 128-token buffer needs a
+    budget of at least 10 pages of 16), or None."""
     prompt_pages = -(-prompt_tokens // page_size)
     if budget // page_size - prompt_pages < 2:
         return (f"budget {budget} leaves {budget // page_size - prompt_pages} decode pages beside "
                 f"a {prompt_tokens}-token prompt; the policies need at least 2")
+    if policy is not None:
+        try:
+            RaaSConfig.from_fields(budget=budget, page_size=page_size, policy=policy)
+        except ValueError as err:
+            return str(err)
     return None
 
 
