@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from raas_flex import RaaSConfig
-from raas_flex.functional import decode_step_tensors
 from raas_flex.policies.hsr import BOUND, HSROptions
 from raas_flex.policies.lazy_eviction import LazyEvictionOptions
 from raas_flex.policies.lessismore import LessIsMoreOptions
@@ -47,20 +46,9 @@ def test_compiled_hsr_step_matches_eager_without_recompiling() -> None:
 def test_compiled_reasoning_peer_step_matches_eager_in_one_graph(policy, options) -> None:
     """One fullgraph graph per policy over 40 steps: page opens, checkpoints that free
     pages (rkv, lazy_eviction) and a selection that skips pages (lessismore)."""
-    graphs = []
-
-    def counting_inductor(gm, example_inputs):
-        graphs.append(gm)
-        return compile_fx(gm, example_inputs)
-
-    compiled = torch.compile(decode_step_tensors, backend=counting_inductor, fullgraph=True,
-                             dynamic=False)
+    step, graphs = fullgraph_step(0.25)
     seq = make_sequence(7, batch=2, prompt_lengths=[30, 12], steps=40, key_scale=3.0)
     config = RaaSConfig(budget=64, page_size=16, policy=policy, options=options)
-
-    def step(q, k, v, cache, policy, step):
-        return compiled(q, k, v, cache, policy, torch.tensor(step), 0.25)
-
     fast = run_policy(config, seq, step_fn=step)
     slow = run_policy(config, seq)
     assert len(graphs) == 1, f"{len(graphs)} graphs compiled for one step shape"
