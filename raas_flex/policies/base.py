@@ -52,6 +52,9 @@ class PolicyOptions:
     # Reads the pool's keys as plain floats (exact logits or an exact certificate), so a
     # quantized pool (kv_dtype) would need a dequantized copy: refused with kv_dtype.
     reads_exact_keys: ClassVar[bool] = False
+    # Its scores follow the layer's logit softcap and attention sinks (page_bound and
+    # page_mass apply them); False where a certificate assumes plain q·k·scale logits.
+    follows_logit_mods: ClassVar[bool] = True
 
     def check(self, config: ConfigView) -> None:
         """Refuse settings that do not fit the core config (budget, page_size, ...)."""

@@ -1,0 +1,84 @@
+"""Hybrid families with their own layer patterns: sliding-window layers keep the model's
+window exactly (a ring of W tokens), full layers get the policy, softcap and sinks are
+folded into the softmax. Tiny random-weight models from the real config classes."""
+
+import pytest
+import torch
+
+from raas_flex.hf.compat import returned_cache
+from tests._hf_common import fast_cpu, greedy, prompts  # noqa: F401  (autouse fixture)
+from raas_flex import apply_raas, remove_raas, stats
+from raas_flex.hf.cache import RaaSLayer, WindowLayer
+from raas_flex.hf.families import WINDOWED
+from raas_flex.hf.layer_kinds import layer_windows
+from raas_flex.hf.tiny import tiny_model
+
+pytestmark = pytest.mark.hf  # CI runs these on both ends of the transformers range
+
+NEW_TOKENS = 48  # every window (16..24 tokens) slides: prompts reach 30, totals 78
+BATCHES = {1: (11,), 3: (30, 6, 3)}
+PAGE = 16
+
+
+def _run(model, ids, mask, new_tokens, **options):
+    apply_raas(model, page_size=PAGE, **options)
+    try:
+        out = greedy(model, ids, mask, new_tokens, return_dict_in_generate=True)
+    finally:
+        remove_raas(model)
+    return out.sequences, returned_cache(out)
+
+
+@pytest.mark.parametrize("batch", sorted(BATCHES))
+@pytest.mark.parametrize("family", WINDOWED)
+def test_own_layers_match_unpatched_with_room(family, batch):
+    model = tiny_model(family, full_attention=False)
+    windows = layer_windows(model.config)
+    assert any(w is not None for w in windows)  # the family's own windows are in use
+    ids, mask = prompts(BATCHES[batch])
+    expected = greedy(model, ids, mask, NEW_TOKENS)
+    got, cache = _run(model, ids, mask, NEW_TOKENS, budget=128)  # 8 pages >= 78 tokens
+    assert torch.equal(got, expected)
+    kinds = [layer.window if isinstance(layer, WindowLayer) else None for layer in cache.layers]
+    assert kinds == windows
+
+
+@pytest.mark.parametrize("family", WINDOWED)
+def test_own_layers_bounded_without_room(family):
+    """Budget 64 under 30 + 80 tokens, left-padded batch of 3, RaaS on the full layers:
+    every sliding layer holds a W-token ring (whole pages), every full layer L tokens."""
+    model = tiny_model(family, full_attention=False)
+    ids, mask = prompts(BATCHES[3])
+    new_tokens, budget = 80, 64
+    got, cache = _run(model, ids, mask, new_tokens, budget=budget)
+    assert got.shape == (3, ids.shape[1] + new_tokens)
+    lengths = [n + new_tokens - 1 for n in BATCHES[3]]  # the last token is never fed back
+    report = stats(cache)
+    for layer, row in zip(cache.layers, report.layers):
+        pool = layer.pool
+        if isinstance(layer, WindowLayer):
+            assert pool.k.shape[2] == -(-layer.window // PAGE) * PAGE
+            assert row.policy == f"window {layer.window}" and row.capacity == layer.window
+            assert row.held == round(sum(min(n, layer.window) for n in lengths) / 3, 2)
+        else:
+            assert isinstance(layer, RaaSLayer) and pool.capacity == budget
+            assert row.policy == "raas" and row.evicted_pages > 0
+        assert pool.length.tolist() == lengths
+
+
+def test_exact_window_is_what_matches():
+    """The check above can fail: a window one token longer or shorter changes the tokens."""
+    import raas_flex.windowed as windowed
+
+    model = tiny_model("qwen2", full_attention=False)
+    ids, mask = prompts(BATCHES[3])
+    expected = greedy(model, ids, mask, NEW_TOKENS)
+    allocate = windowed.allocate_window
+    for shift in (-1, 1):
+        windowed.allocate_window = lambda b, h, d, w, *a, **k: allocate(b, h, d, w + shift,
+                                                                        *a, **k)
+        try:
+            got, _ = _run(model, ids, mask, NEW_TOKENS, budget=128)
+        finally:
+            windowed.allocate_window = allocate
+        assert not torch.equal(got, expected)
