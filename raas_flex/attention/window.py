@@ -17,9 +17,9 @@ def attend_ring(query: torch.Tensor, ring: WindowCache, scale: float,
     ring holds (its current token included). [B, H, G, D]."""
     check_kernel(kernel, ring.softcap is not None, ring.sinks is not None)
     if kernel == "sdpa":
-        mask = ring_token_mask(ring.length, ring.window, ring.capacity)
+        mask = ring_token_mask(ring.held, ring.capacity)
         return F.scaled_dot_product_attention(query, ring.k, ring.v, attn_mask=mask,
                                               scale=scale)
-    block_mask = ring_block_mask(ring.length, ring.window, query.shape[2], ring.k.shape[1],
-                                 ring.capacity, ring.block_size)
+    block_mask = ring_block_mask(ring.held, query.shape[2], ring.k.shape[1], ring.capacity,
+                                 ring.block_size)
     return flex_with_logit_mods(query, ring.k, ring.v, block_mask, scale, ring)

@@ -5,7 +5,7 @@ real position t attend positions t-W+1 .. t, i.e. W tokens counting itself. Real
 (counted from the sequence's first real token, so left pads never enter) lives in ring
 slot t % W; once t >= W it overwrites the token that just left the window. So after the
 current token is written, exactly the slots s < min(length, W) hold the window: the
-attention needs no positions, only that count. Memory is O(W) whatever the length.
+attention needs no positions, only that count (`held`). Memory is O(W) whatever the length.
 The buffer is rounded up to whole pages (R >= W) so FlexAttention sees whole KV blocks;
 slots W .. R-1 are never written nor attended.
 """
@@ -27,6 +27,10 @@ class WindowCache:
     k: torch.Tensor  # [B, H, R, D] model dtype
     v: torch.Tensor  # [B, H, R, D]
     length: torch.Tensor  # [B] int64: real tokens seen (prompt + decoded)
+    # [B] int64: tokens the ring holds, min(length, W); the mask reads it. Written with
+    # scatter_, as LayerCache.visible: Inductor's CPU flex kernel cannot lower a mask_mod
+    # that reads a buffer the same graph updated with a pointwise op (length.add_).
+    held: torch.Tensor
     window: int  # W: tokens a query attends, itself included
     block_size: int  # FlexAttention KV block (the pool's page size); R is a multiple
     softcap: float | None = None  # attention logit softcap (tanh), None: none
@@ -41,7 +45,7 @@ class WindowCache:
 
     def nbytes(self) -> tuple[int, int]:
         """(K/V bytes, other bytes), as LayerCache.nbytes."""
-        return self.k.nbytes + self.v.nbytes, self.length.nbytes
+        return self.k.nbytes + self.v.nbytes, self.length.nbytes + self.held.nbytes
 
 
 def allocate_window(batch: int, kv_heads: int, head_dim: int, window: int, block_size: int,
@@ -57,6 +61,7 @@ def allocate_window(batch: int, kv_heads: int, head_dim: int, window: int, block
         k=torch.zeros(shape, dtype=dtype, device=device),
         v=torch.zeros(shape, dtype=dtype, device=device),
         length=torch.zeros(batch, dtype=torch.int64, device=device),
+        held=torch.zeros(batch, dtype=torch.int64, device=device),
         window=window, block_size=block_size, **extras,
     )
 
@@ -79,6 +84,7 @@ def write_window_prompt(cache: WindowCache, k: torch.Tensor, v: torch.Tensor,
     store_tokens(cache, rows, torch.where(keep, k.gather(2, index), 0),
                  torch.where(keep, v.gather(2, index), 0))
     cache.length.copy_(lengths)
+    cache.held.copy_(lengths.clamp(max=W))
 
 
 def append_window(cache: WindowCache, k: torch.Tensor, v: torch.Tensor) -> None:
@@ -90,3 +96,5 @@ def append_window(cache: WindowCache, k: torch.Tensor, v: torch.Tensor) -> None:
     h = torch.arange(H, device=k.device)[None, :]
     store_tokens(cache, (b, h, slot), k[:, :, 0], v[:, :, 0])
     cache.length.add_(1)
+    rows = torch.arange(B, device=k.device)
+    cache.held.scatter_(0, rows, cache.length.clamp(max=cache.window))
