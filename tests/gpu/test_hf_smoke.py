@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from raas_flex import apply_raas, remove_raas
-from raas_flex.hf.families import FAMILIES
+from raas_flex.hf.families import FAMILIES, WINDOWED
 from raas_flex.hf.state import raas_state
 from raas_flex.hf.tiny import tiny_model
 from tests._hf_common import greedy, prompts
@@ -53,3 +53,23 @@ def test_compiled_decode_equals_eager_on_cuda(batch):
         remove_raas(model)
     assert torch.equal(first, eager) and torch.equal(again, eager)
     assert graphs == 1
+
+
+@pytest.mark.parametrize("family", WINDOWED)
+def test_hybrid_compiled_decode_equals_eager_on_cuda(family, batch):
+    """The family's own layers (sliding rings, softcap, sinks through flex's lse, which
+    only CUDA's compiled flex returns) through Inductor: one graph, the eager tokens."""
+    ids, mask = batch
+    model = tiny_model(family, full_attention=False).cuda()
+    apply_raas(model, budget=64)
+    try:
+        eager = greedy(model, ids, mask, 100)
+    finally:
+        remove_raas(model)
+    apply_raas(model, budget=64, compile=True)
+    try:
+        got = greedy(model, ids, mask, 100)
+        graphs = raas_state(model).compiled.graphs
+    finally:
+        remove_raas(model)
+    assert torch.equal(got, eager) and graphs == 1

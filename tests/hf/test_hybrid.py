@@ -82,3 +82,19 @@ def test_exact_window_is_what_matches():
         finally:
             windowed.allocate_window = allocate
         assert not torch.equal(got, expected)
+
+
+def test_a_model_outside_the_table_is_accepted_by_its_features():
+    """GPT-2 is no family of hf/families.py: full MHA layers, so it is supported as is."""
+    import transformers
+
+    config = transformers.GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=128,
+                                     bos_token_id=1, eos_token_id=None, pad_token_id=0)
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    model.generation_config.eos_token_id = None
+    model.generation_config.pad_token_id = 0
+    ids, mask = prompts(BATCHES[3])
+    expected = greedy(model, ids, mask, NEW_TOKENS)
+    got, _ = _run(model, ids, mask, NEW_TOKENS, budget=128)
+    assert torch.equal(got, expected)
