@@ -45,13 +45,15 @@ def tiny_model(family: str = "llama", size: str = "tiny", seed: int = 0,
                **overrides) -> torch.nn.Module:
     """A random-weight causal LM in eval mode, fp32, with eos disabled (runs to the end).
 
-    attn_implementation None: "sdpa" where the family supports it, else "eager" (Gemma 2's
-    softcap, gpt-oss's sinks: transformers' SDPA path has neither).
+    attn_implementation None: "sdpa" where the family supports it, else "eager" (gpt-oss's
+    sinks), and "eager" whenever the config softcaps its logits: transformers' SDPA path
+    drops the softcap, yet 5.17 still lists Gemma 2 as SDPA-capable.
     """
     config = tiny_config(family, size, full_attention, **overrides)
     model_class = getattr(transformers, FAMILIES[family].model_class)
     if attn_implementation is None:
-        attn_implementation = "sdpa" if model_class._supports_sdpa else "eager"
+        softcap = getattr(config, "attn_logit_softcapping", None) is not None
+        attn_implementation = "sdpa" if model_class._supports_sdpa and not softcap else "eager"
     config._attn_implementation = attn_implementation
     torch.manual_seed(seed)
     model = model_class(config).eval()
