@@ -6,12 +6,13 @@ import pytest
 import torch
 
 from raas_flex.hf.compat import returned_cache
-from tests._hf_common import fast_cpu, greedy, prompts  # noqa: F401  (autouse fixture)
-from raas_flex import apply_raas, remove_raas, stats
+from tests._hf_common import fast_cpu, greedy, prompts, with_cache  # noqa: F401  (autouse)
+from raas_flex import apply_raas, held_positions, remove_raas, stats
 from raas_flex.hf.cache import RaaSLayer, WindowLayer
 from raas_flex.hf.families import WINDOWED
 from raas_flex.hf.layer_kinds import layer_windows
 from raas_flex.hf.tiny import tiny_model
+from tests.policy_harness import PEERS, settings_for
 
 pytestmark = pytest.mark.hf  # CI runs these on both ends of the transformers range
 
@@ -98,3 +99,44 @@ def test_a_model_outside_the_table_is_accepted_by_its_features():
     expected = greedy(model, ids, mask, NEW_TOKENS)
     got, _ = _run(model, ids, mask, NEW_TOKENS, budget=128)
     assert torch.equal(got, expected)
+
+
+def _follows_logit_mods(policy: str) -> bool:
+    from raas_flex.policies import policy_class
+
+    return policy_class(policy).Options.follows_logit_mods
+
+
+LOGIT_PEERS = [p for p in PEERS if _follows_logit_mods(p)]
+
+
+@pytest.mark.parametrize("policy", LOGIT_PEERS)
+@pytest.mark.parametrize("family", ("gemma2", "gpt_oss"))
+def test_every_peer_under_softcap_and_sinks(family, policy):
+    """With room every peer decodes the unpatched tokens (scores under softcap / sinks);
+    with a 64-token budget it runs 80 tokens to the end, pools bounded."""
+    model = tiny_model(family, full_attention=False)
+    ids, mask = prompts(BATCHES[3])
+    expected = greedy(model, ids, mask, NEW_TOKENS)
+    options = settings_for(policy, recycled_period=3)
+    got, _ = _run(model, ids, mask, NEW_TOKENS, budget=128, policy=policy, **options)
+    assert torch.equal(got, expected)
+    _, cache = _run(model, ids, mask, 80, budget=64, policy=policy, **options)
+    for layer in cache.layers:
+        if not isinstance(layer, WindowLayer) and not layer.keeps_all:
+            assert int(held_positions(layer.pool, 30 + 80).sum(-1).max()) <= 64
+
+
+def test_second_generate_continues_rings_and_pools():
+    """A returned hybrid cache continues like one longer generate() (no eviction). gpt-oss:
+    Gemma 2's own continued generate() already differs from its one-shot run."""
+    model = tiny_model("gpt_oss", full_attention=False)
+    ids, mask = prompts((30,), seed=5)
+    expected = greedy(model, ids, mask, 40)
+    apply_raas(model, budget=128, page_size=16)
+    try:
+        first = greedy(model, ids, mask, 20, return_dict_in_generate=True)
+        again = greedy(model, first.sequences, None, 20, **with_cache(returned_cache(first)))
+    finally:
+        remove_raas(model)
+    assert torch.equal(again, expected)
