@@ -6,11 +6,10 @@ Inductor's CPU flex lacks, so on CPU its graph is checked through Dynamo alone."
 import pytest
 import torch
 
-from tests._hf_common import fast_cpu, greedy, prompts  # noqa: F401
+from tests._hf_common import eager_then_compiled, fast_cpu, greedy, prompts  # noqa: F401
 from raas_flex import apply_raas, remove_raas
 from raas_flex.compile import step
 from raas_flex.hf.compiled import CompiledDecode
-from raas_flex.hf.patch import raas_state
 from raas_flex.hf.tiny import tiny_model
 
 pytestmark = pytest.mark.hf  # CI runs these on both ends of the transformers range
@@ -22,11 +21,8 @@ LENGTHS = (30, 6, 3)
 def _compiled_vs_eager(family: str) -> tuple[CompiledDecode, torch.Tensor, torch.Tensor]:
     model = tiny_model(family, full_attention=False)
     ids, mask = prompts(LENGTHS)
-    apply_raas(model, budget=64, page_size=16)
-    eager = greedy(model, ids, mask, NEW_TOKENS)
-    remove_raas(model)
-    apply_raas(model, budget=64, page_size=16, compile=True)
-    compiled = raas_state(model).compiled
+    eager, compiled = eager_then_compiled(model, ids, mask, NEW_TOKENS, budget=64,
+                                          page_size=16)
     torch._dynamo.utils.counters.clear()
     try:
         got = greedy(model, ids, mask, NEW_TOKENS)
