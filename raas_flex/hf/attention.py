@@ -81,9 +81,11 @@ def _check_layer_kind(layer: RaaSLayer, index: int, kwargs: dict) -> None:
     asked = kwargs.get("sliding_window")
     held = layer.window if isinstance(layer, WindowLayer) else None
     if asked != held:
-        raise ValueError(f"layer {index}'s attention asks for sliding_window={asked}, but its "
-                         f"config gives {held}; this model's layer pattern is not read from "
-                         "its config the way transformers runs it, so it is not supported.")
+        raise ValueError(f"layer {index}'s attention asks for sliding_window={asked}, but this "
+                         f"RaaSCache built it with {held}: build the cache with "
+                         "RaaSCache.for_model(model), which reads each layer's window from "
+                         "the config. If it was, this model's code does not follow its "
+                         "config's layer pattern, which is not supported.")
     softcap = kwargs.get("softcap")
     if layer.pool is not None and softcap != layer.pool.softcap:
         raise ValueError(f"layer {index} was prefilled with softcap={layer.pool.softcap}, now "

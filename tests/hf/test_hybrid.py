@@ -140,3 +140,17 @@ def test_second_generate_continues_rings_and_pools():
     finally:
         remove_raas(model)
     assert torch.equal(again, expected)
+
+
+def test_a_cache_built_without_the_windows_is_refused():
+    from raas_flex import RaaSCache, RaaSConfig
+
+    model = tiny_model("gemma2", full_attention=False)
+    ids, mask = prompts(BATCHES[1])
+    apply_raas(model, budget=128, page_size=16)
+    try:
+        cache = RaaSCache(RaaSConfig(budget=128), 2)  # every layer full: layer 0 slides
+        with pytest.raises(ValueError, match="RaaSCache.for_model"):
+            greedy(model, ids, mask, 4, **with_cache(cache))
+    finally:
+        remove_raas(model)
