@@ -40,6 +40,9 @@ FAMILIES = {family.name: family for family in (
     Family("mistral", "mistral", "MistralConfig", "MistralForCausalLM",
            {"sliding_window": None}, own_layers={"sliding_window": 20}),
     Family("phi3", "phi3", "Phi3Config", "Phi3ForCausalLM"),
+    # Gemma 2 at tiny size: tied embeddings made every greedy token the same one, and the
+    # real cap of 50 never binds on tiny logits; untied and capped at 5, a wrong window or a
+    # dropped softcap changes the tokens (docs/hybrid.md).
     Family("gemma2", "gemma2", "Gemma2Config", "Gemma2ForCausalLM",
            own_layers={"sliding_window": 20}, per_layer_types=True,
            tiny={"tie_word_embeddings": False, "attn_logit_softcapping": 5.0}),
