@@ -154,3 +154,22 @@ def test_a_cache_built_without_the_windows_is_refused():
             greedy(model, ids, mask, 4, **with_cache(cache))
     finally:
         remove_raas(model)
+
+
+@pytest.mark.parametrize("family,dropped", [("gemma2", "softcap"), ("gpt_oss", "sinks")])
+def test_softcap_and_sinks_are_what_match(family, dropped, monkeypatch):
+    """The equality above can fail: without the softcap (or the sinks) the tokens change."""
+    import raas_flex.attention.decode as decode
+    import raas_flex.attention.prefill as prefill
+
+    model = tiny_model(family, full_attention=False)
+    ids, mask = prompts(BATCHES[3])
+    expected = greedy(model, ids, mask, NEW_TOKENS)
+    for module in (decode, prefill):
+        if dropped == "softcap":
+            monkeypatch.setattr(module, "softcap_score_mod",
+                                lambda cap: lambda score, b, h, q, kv: score)
+        else:
+            monkeypatch.setattr(module, "fold_sinks", lambda out, lse, sinks: out.float())
+    got, _ = _run(model, ids, mask, NEW_TOKENS, budget=128)
+    assert not torch.equal(got, expected)
