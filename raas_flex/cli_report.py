@@ -116,12 +116,15 @@ def print_texts(tokenizer, sequences: torch.Tensor) -> None:
 
 def dense_kv_bytes(model: torch.nn.Module, batch: int, tokens: int, ranks: int = 1) -> int:
     """Bytes a dense cache (K and V of every token, every layer) would hold on one of
-    `ranks` tensor-parallel ranks (each holds its share of the kv heads)."""
+    `ranks` tensor-parallel ranks (each holds its share of the kv heads); a sliding-window
+    layer holds its last W tokens there too."""
+    from raas_flex.hf.layer_kinds import layer_windows
+
     config = model.config
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     itemsize = next(model.parameters()).element_size()
-    return (2 * config.num_hidden_layers * batch * config.num_key_value_heads // ranks
-            * tokens * head_dim * itemsize)
+    held = sum(tokens if w is None else min(tokens, w) for w in layer_windows(config))
+    return (2 * held * batch * config.num_key_value_heads // ranks * head_dim * itemsize)
 
 
 def print_summary(summary: dict, table: str) -> None:

@@ -15,6 +15,7 @@ import torch
 from raas_flex.attention import (
     attend_prompt, attend_visible, device_kernel_options, fold_gqa, materialised_on_cpu,
 )
+from raas_flex.attention.logit_mods import check_kernel
 from raas_flex.cache import (
     LayerCache, allocate_layer_cache, append_token, check_dtype, open_page_if_needed,
     prompt_lengths, write_prompt,
@@ -25,15 +26,37 @@ from raas_flex.sizing import check_prompt_fits, pool_slots
 
 def new_layer_cache(config: RaaSConfig, policy: Policy, batch: int, kv_heads: int,
                     head_dim: int, prompt_tokens: int, max_new_tokens: int | None = None,
-                    dtype: torch.dtype = torch.float32,
-                    device: torch.device | str = "cpu") -> LayerCache:
-    """An empty pool for one layer, sized for `policy` (see raas_flex.sizing)."""
+                    dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+                    softcap: float | None = None,
+                    sinks: torch.Tensor | None = None) -> LayerCache:
+    """An empty pool for one layer, sized for `policy` (see raas_flex.sizing).
+
+    softcap, sinks ([Hq] learned sink logits): the layer's own logit rules
+    (raas_flex/attention/logit_mods.py), applied by its attention and page scores."""
+    check_logit_mods(config, policy, softcap is not None, sinks is not None)
     slots = pool_slots(config, prompt_tokens, max_new_tokens, keep_all=policy.keeps_all)
     cache = allocate_layer_cache(batch, kv_heads, head_dim, slots, config.page_size,
                                  dtype, device, config.kv_storage_dtype,
                                  device_kernel_options(device, config.kernel_options))
+    cache.softcap = softcap
+    cache.sinks = fold_sinks_by_kv_head(sinks, kv_heads)
     policy.init_state(cache)
     return cache
+
+
+def check_logit_mods(config: RaaSConfig, policy: Policy, softcap: bool, sinks: bool) -> None:
+    """Refuse a kernel or policy that cannot honour the layer's softcap / sinks (whether
+    it has them)."""
+    check_kernel(config.attention_kernel, softcap, sinks)
+    if (softcap or sinks) and not policy.Options.follows_logit_mods:
+        raise ValueError(f"policy {policy.name!r} certifies its dropped mass for plain "
+                         "q·k·scale logits; this model softcaps its logits or has attention "
+                         "sinks. Use another policy (e.g. raas or quest).")
+
+
+def fold_sinks_by_kv_head(sinks: torch.Tensor | None, kv_heads: int) -> torch.Tensor | None:
+    """[Hq] sink logits -> [H, G] float32, matching fold_gqa's query rows (head h·G + g)."""
+    return None if sinks is None else sinks.detach().float().reshape(kv_heads, -1)
 
 
 def prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: LayerCache,
@@ -58,8 +81,9 @@ def prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: LayerCache
         check_prompt_fits(policy.config, longest)
     write_prompt(cache, k, v, lengths, pin=policy.config.keep_prefill)
     policy.on_prefill(q, cache, lengths)
-    return attend_prompt(q, k.to(q.dtype), v.to(q.dtype), lengths, _scale(scale, D),
-                         policy.config.attention_kernel)
+    sinks = None if cache.sinks is None else cache.sinks.reshape(-1)  # [Hq]
+    return attend_prompt(q, k.to(q.dtype), v.to(q.dtype), lengths, scale_or_default(scale, D),
+                         policy.config.attention_kernel, softcap=cache.softcap, sinks=sinks)
 
 
 def decode_step_tensors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -95,7 +119,7 @@ def decode_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: LayerC
             "feed longer chunks token by token."
         )
     step = torch.as_tensor(step, dtype=torch.int64, device=q.device)
-    out = decode_step_tensors(q, k, v, cache, policy, step, _scale(scale, q.shape[-1]))
+    out = decode_step_tensors(q, k, v, cache, policy, step, scale_or_default(scale, q.shape[-1]))
     raise_if_overflowed(cache)
     return out
 
@@ -109,7 +133,7 @@ def raise_if_overflowed(cache: LayerCache) -> None:
         )
 
 
-def _scale(scale: float | None, head_dim: int) -> float:
+def scale_or_default(scale: float | None, head_dim: int) -> float:
     return 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
 
 

@@ -41,6 +41,21 @@ def greedy(model, ids, mask, new_tokens: int, **kwargs):
                           do_sample=False, **kwargs)
 
 
+def eager_then_compiled(model, ids, mask, new_tokens: int, **options):
+    """Greedy tokens of eager RaaS decode with `options`, then the model left patched with
+    the same options and compile=True; returns (eager tokens, its CompiledDecode)."""
+    from raas_flex import apply_raas, remove_raas
+    from raas_flex.hf.state import raas_state
+
+    apply_raas(model, **options)
+    try:
+        eager = greedy(model, ids, mask, new_tokens)
+    finally:
+        remove_raas(model)
+    apply_raas(model, compile=True, **options)
+    return eager, raas_state(model).compiled
+
+
 def with_cache(cache) -> dict:
     """generate()/forward kwargs that pass `cache` under the installed transformers' name."""
     return {CACHE_ARG: cache}

@@ -60,6 +60,10 @@ class LayerCache:
     # flex kernel_options for the decode call, chosen on the host at allocation (None:
     # torch's defaults); read by the attention, so a compiled step never queries the device.
     kernel_options: dict | None = None
+    # The model's logit rules, fixed per layer (raas_flex.attention.logit_mods): a tanh
+    # softcap on q·k·scale and learned per-query-head sink logits [H, G] (GQA-folded).
+    softcap: float | None = None
+    sinks: torch.Tensor | None = None
 
     @property
     def quantized(self) -> bool:

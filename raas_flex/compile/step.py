@@ -52,6 +52,14 @@ def refuse_quantized_off_cuda(quantized: bool, device: torch.device, fix: str) -
                          "FlexAttention rejects 8-bit K/V with a float query. " + fix)
 
 
+def refuse_sinks_off_cuda(sinks: bool, device: torch.device, fix: str) -> None:
+    """Attention sinks are folded in through flex's lse, which Inductor's CPU FlexAttention
+    does not return (torch 2.13): compiled sink layers run on CUDA only."""
+    if sinks and device.type != "cuda":
+        raise ValueError("attention sinks compile on CUDA only: Inductor's CPU FlexAttention "
+                         "does not return the log-sum-exp the sink is folded in with. " + fix)
+
+
 def clone_cache(cache: LayerCache) -> LayerCache:
     """A deep copy of a layer cache (tensors cloned), e.g. to run eager and compiled side
     by side from one state, or to trace without disturbing the real cache."""

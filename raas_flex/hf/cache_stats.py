@@ -5,6 +5,9 @@ its own pages), averaged over the batch's sequences and the layer's kv heads; on
 tokens count, never pads. "Pages evicted" needs no counter in the decode step: a sequence
 opens each logical page exactly once and an evicted page never comes back, so
 evicted = pages opened (ceil(tokens seen / page_size)) - pages held.
+A sliding-window layer's row names its kind ("window W"): it holds the last min(seen, W)
+tokens, attends all of them, and evicts and pins nothing (tokens leave its window by the
+model's own rule, not by a policy).
 Reading the figures syncs with the device: call it after generate(), not inside a step.
 """
 
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from raas_flex.cache import FREE, LayerCache
+from raas_flex.cache.window import WindowCache
 
 
 @dataclass(frozen=True)
@@ -56,10 +60,10 @@ def stats(cache) -> CacheStats:
         raise TypeError(f"stats() takes a RaaSCache, got {type(cache).__name__}.")
     if not cache.is_prefilled:
         raise ValueError("this RaaSCache is empty: run generate() or a prefill with it first.")
-    layers = tuple(layer_stats(layer.pool, i, layer.policy.name)
+    layers = tuple(window_stats(layer.pool, i) if isinstance(layer.pool, WindowCache)
+                   else layer_stats(layer.pool, i, layer.policy.name)
                    for i, layer in enumerate(cache.layers))
-    pool = cache.layers[0].pool
-    B, H = pool.current.shape
+    B, H = cache.layers[0].pool.k.shape[:2]
     return CacheStats(cache.config.budget, cache.config.page_size, cache.config.policy, B, H,
                       layers, _sum(layers))
 
@@ -77,6 +81,14 @@ def layer_stats(pool: LayerCache, layer: int | None = None, policy: str = "") ->
         evicted_pages=_mean(opened[:, None] - held_pages),
         pinned_pages=_mean((live & pool.pinned).sum(-1)),
     )
+
+
+def window_stats(ring: WindowCache, layer: int | None = None) -> LayerStats:
+    """The figures of a sliding-window layer's ring (see the module docstring)."""
+    held = _mean(ring.length.clamp(max=ring.window))
+    return LayerStats(layer=layer, policy=f"window {ring.window}", capacity=ring.window,
+                      seen=_mean(ring.length), held=held, attended=held,
+                      evicted_pages=0.0, pinned_pages=0.0)
 
 
 def _mean(counts: torch.Tensor) -> float:

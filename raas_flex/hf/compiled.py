@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from raas_flex.compile.step import refuse_quantized_off_cuda
+from raas_flex.compile import step
 from raas_flex.hf.cache import RaaSCache
 from raas_flex.hf.compat import cache_argument
 from raas_flex.hf.graphs import CudaStepGraph, GraphedDecode, StepGraph
@@ -53,9 +53,12 @@ class CompiledDecode:
         if not decode:
             return self.eager(*args, **kwargs)
         kwargs.pop("attention_mask", None)
-        refuse_quantized_off_cuda(cache.config.kv_dtype is not None, ids.device,
-                                  "Use apply_raas(..., compile=False) there (eager flex "
-                                  "takes 8-bit K/V).")
+        step.refuse_quantized_off_cuda(cache.config.kv_dtype is not None, ids.device,
+                                       "Use apply_raas(..., compile=False) there (eager flex "
+                                       "takes 8-bit K/V).")
+        sinks = any(getattr(layer.pool, "sinks", None) is not None for layer in cache.layers)
+        step.refuse_sinks_off_cuda(sinks, ids.device, "Use apply_raas(..., compile=False) "
+                                   "there (eager flex returns it).")
         if self.graphed is None:
             out = self.compiled(**kwargs)
         elif self.graphed.new_graph is CudaStepGraph and not ids.is_cuda:

@@ -24,8 +24,11 @@ from raas_flex.hf.cache import RaaSCache, check_dense_layers
 from raas_flex.hf.compat import CACHE_ARG, cache_argument
 from raas_flex.hf.compiled import CompiledDecode
 from raas_flex.hf.state import STATE_ATTR, RaaSState, raas_state
-from raas_flex.hf.support import check_supported
+from raas_flex.functional import check_logit_mods
+from raas_flex.hf.layer_kinds import layer_windows
+from raas_flex.hf.support import check_supported, logit_rules
 from raas_flex.hf.tensor_parallel import check_tensor_parallel
+from raas_flex.policies import make_policy
 
 GENERATE_HOOK = "_prepare_cache_for_generation"
 SUPPORTED_MODES = (GenerationMode.GREEDY_SEARCH, GenerationMode.SAMPLE)
@@ -53,10 +56,13 @@ def apply_raas(model: torch.nn.Module, config: RaaSConfig | None = None, *,
         raise ValueError("model.config.output_attentions is True; set it to False first. "
                          + NO_WEIGHTS)
     check_dense_layers(config, num_layers)
+    softcap, sinks = logit_rules(model)
+    check_logit_mods(config, make_policy(config), softcap is not None, sinks)
     check_tensor_parallel(model, config)
     modules = attention_modules(model, num_layers)
     register_interfaces()
-    state = RaaSState(config, num_layers, model.config._attn_implementation)
+    state = RaaSState(config, num_layers, model.config._attn_implementation,
+                      windows=layer_windows(model.config))
     model.set_attn_implementation(ATTN_NAME)
     if model.config._attn_implementation != ATTN_NAME:
         raise ValueError(f"{type(model).__name__} does not let transformers set its attention "
@@ -161,4 +167,5 @@ def _prepare_cache(self, generation_config, model_kwargs: dict, generation_mode,
     if generation_config.cache_implementation not in (None, "dynamic"):
         raise ValueError(f"cache_implementation={generation_config.cache_implementation!r} "
                          "conflicts with RaaS, which supplies its own cache; leave it unset.")
-    model_kwargs[CACHE_ARG] = RaaSCache(state.config, state.num_layers, max_cache_length)
+    model_kwargs[CACHE_ARG] = RaaSCache(state.config, state.num_layers, max_cache_length,
+                                        state.windows)

@@ -19,6 +19,7 @@ class RaaSState:
     config: RaaSConfig
     num_layers: int
     original_attn: str
+    windows: list = field(default_factory=list)  # per layer: None (full) or its window W
     hooks: list = field(default_factory=list)
     compiled: Callable | None = None  # the CompiledDecode forward with compile=True
 

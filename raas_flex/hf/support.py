@@ -1,16 +1,19 @@
-"""Which transformers models apply_raas accepts, and why the others are refused.
+"""Which transformers models apply_raas accepts, decided by their features, not their names.
 
-Refused at apply time, never at the first generate(): sliding-window or chunked layers
-(a window is not a RaaS budget), attention logit softcapping (the flex calls carry no
-score_mod), multi-head latent attention (keys and values of different widths), and
-encoder-decoder / cross-attention models (their cross cache is not a decode cache).
+Accepted: a decoder-only model whose every layer is causal softmax self-attention with
+(grouped-query) keys and values of one width, each layer full (it gets the RaaS policy) or
+a sliding window of W tokens (hf/layer_kinds.py), with or without logit softcapping and
+learned attention sinks (attention/logit_mods.py). Refused at apply time, never at the
+first generate(), with the reason: encoder-decoder and cross-attention models (their cross
+cache is not a decode cache), multi-head latent attention (keys and values of different
+widths), and chunked, linear or recurrent layers. hf/families.py lists what was tested.
 """
 
 from __future__ import annotations
 
 import torch
 
-from raas_flex.hf.families import SUPPORTED_MODEL_TYPES
+from raas_flex.hf.layer_kinds import layer_windows
 
 MLA_FIELDS = ("kv_lora_rank", "q_lora_rank", "qk_rope_head_dim", "qk_head_dim")
 
@@ -28,38 +31,14 @@ def check_supported(model: torch.nn.Module) -> int:
     if any(getattr(config, name, None) for name in MLA_FIELDS):
         raise ValueError(f"{kind}: multi-head latent attention (MLA) is not supported; its "
                          "keys and values have different widths than the paged pool holds.")
-    if kind not in SUPPORTED_MODEL_TYPES:
-        raise ValueError(f"model_type {kind!r} is not a supported family; supported: "
-                         f"{', '.join(SUPPORTED_MODEL_TYPES)}.")
-    _check_softcap(config, kind)
-    _check_full_attention(config, kind)
+    layer_windows(config)
     return int(config.num_hidden_layers)
 
 
-def _check_softcap(config, kind: str) -> None:
-    softcap = getattr(config, "attn_logit_softcapping", None)
-    if softcap is not None:
-        raise ValueError(
-            f"{kind}: attn_logit_softcapping={softcap} is not supported (RaaS attention has no "
-            "softcap); real Gemma 2 checkpoints need it, so they are refused."
-        )
-
-
-def _check_full_attention(config, kind: str) -> None:
-    types = getattr(config, "layer_types", None)
-    if types is not None:
-        local = [i for i, t in enumerate(types) if t != "full_attention"]
-        if local:
-            raise ValueError(
-                f"{kind}: layers {local} are {types[local[0]]!r}, not full attention; "
-                "sliding-window/chunked layers are not supported by RaaS."
-            )
-        return
-    for name in ("sliding_window", "attention_chunk_size"):
-        window = getattr(config, name, None)
-        if window is not None:
-            raise ValueError(
-                f"{kind}: config.{name}={window} makes every layer windowed, which RaaS does "
-                f"not support; set config.{name} = None only if prompt + new tokens stay "
-                f"within {window} (the window then has no effect)."
-            )
+def logit_rules(model: torch.nn.Module) -> tuple[float | None, bool]:
+    """(the config's attention logit softcap, whether attention modules carry learned sink
+    logits): what apply_raas checks the kernel and policy against before patching. The
+    attention call's own arguments (softcap, s_aux) are what the layers then use."""
+    softcap = getattr(model.config, "attn_logit_softcapping", None)
+    sinks = any(isinstance(getattr(m, "sinks", None), torch.Tensor) for m in model.modules())
+    return softcap, sinks

@@ -22,17 +22,20 @@ SIZES = {"tiny": TINY, "small": SMALL}
 
 def tiny_config(family: str = "llama", size: str = "tiny", full_attention: bool = True,
                 **overrides):
-    """A config of `family`; full_attention=False keeps the family's own layer defaults."""
+    """A config of `family`: every layer full attention, or (full_attention=False) the
+    family's own layer pattern with a window short enough to slide (Family.own_layers)."""
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; choose one of {sorted(FAMILIES)}.")
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}; choose one of {sorted(SIZES)}.")
     spec = FAMILIES[family]
-    fields = dict(SIZES[size])
+    fields = dict(SIZES[size], **spec.tiny)
     if full_attention:
         fields.update(spec.full_attention)
         if spec.per_layer_types:
             fields["layer_types"] = ["full_attention"] * fields["num_hidden_layers"]
+    else:
+        fields.update(spec.own_layers or {})
     fields.update(overrides)
     return getattr(transformers, spec.config_class)(**fields)
 
@@ -42,12 +45,15 @@ def tiny_model(family: str = "llama", size: str = "tiny", seed: int = 0,
                **overrides) -> torch.nn.Module:
     """A random-weight causal LM in eval mode, fp32, with eos disabled (runs to the end).
 
-    attn_implementation None: "sdpa" where the family supports it, else "eager" (Gemma 2).
+    attn_implementation None: "sdpa" where the family supports it, else "eager" (gpt-oss's
+    sinks), and "eager" whenever the config softcaps its logits: transformers' SDPA path
+    drops the softcap, yet 5.17 still lists Gemma 2 as SDPA-capable.
     """
     config = tiny_config(family, size, full_attention, **overrides)
     model_class = getattr(transformers, FAMILIES[family].model_class)
     if attn_implementation is None:
-        attn_implementation = "sdpa" if model_class._supports_sdpa else "eager"
+        softcap = getattr(config, "attn_logit_softcapping", None) is not None
+        attn_implementation = "sdpa" if model_class._supports_sdpa and not softcap else "eager"
     config._attn_implementation = attn_implementation
     torch.manual_seed(seed)
     model = model_class(config).eval()

@@ -52,6 +52,9 @@ class PolicyOptions:
     # Reads the pool's keys as plain floats (exact logits or an exact certificate), so a
     # quantized pool (kv_dtype) would need a dequantized copy: refused with kv_dtype.
     reads_exact_keys: ClassVar[bool] = False
+    # Its scores follow the layer's logit softcap and attention sinks (page_bound and
+    # page_mass apply them); False where a certificate assumes plain q·k·scale logits.
+    follows_logit_mods: ClassVar[bool] = True
     # Each kv head's decisions read only that head's queries, keys and state, so a cache
     # over a slice of the heads decides as that slice of a full cache does: tensor
     # parallelism (heads sharded over GPUs) then needs no collective. A policy that pools

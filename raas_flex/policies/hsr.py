@@ -148,6 +148,7 @@ class HSROptions(PolicyOptions):
     prefix = "hsr_"
     keeps_all = True
     reads_exact_keys = True  # the certificate's exact logits
+    follows_logit_mods = False  # its dropped-mass bound is for plain, uncapped logits
     epsilon: float = 1e-3
 
     def __post_init__(self) -> None:

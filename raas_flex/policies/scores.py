@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from raas_flex.attention.logit_mods import cap_logits
 from raas_flex.cache.pool import LayerCache
 from raas_flex.masks.dense import visible_token_mask
 
@@ -18,7 +19,9 @@ def page_bound(q: torch.Tensor, cache: LayerCache, scale: float) -> torch.Tensor
 
     q: [B, H, G, D]. Returns [B, H, S] float32, -inf for empty slots.
     """
-    bound = head_page_bound(q.float(), cache).amax(2) * scale  # [B, H, S]
+    # The layer's softcap is monotone, so capping the bound keeps it a bound (and the top-k
+    # order); capped, it is on the scale the softmax sees (importance="alpha").
+    bound = cap_logits(head_page_bound(q.float(), cache).amax(2) * scale, cache.softcap)
     return bound.masked_fill(cache.fill == 0, float("-inf"))
 
 
@@ -53,7 +56,9 @@ def head_page_bound(qf: torch.Tensor, cache: LayerCache) -> torch.Tensor:
 
 def page_mass(q: torch.Tensor, cache: LayerCache, scale: float,
               visible: torch.Tensor) -> torch.Tensor:
-    """Exact softmax mass each slot receives over the `visible` tokens, max over the group.
+    """Exact softmax mass each slot receives over the `visible` tokens, max over the group,
+    under the layer's own logit rules: softcapped logits, and the sink's share taken out
+    of the softmax (the masses then sum to 1 - the sink's share, as the model attends).
 
     q: [B, H, G, D]; visible: [B, H, S] tokens per slot. Returns [B, H, S] float32.
     """
@@ -61,7 +66,11 @@ def page_mass(q: torch.Tensor, cache: LayerCache, scale: float,
     S, P = cache.num_slots, cache.page_size
     logits = (q.float() @ cache.k.float().transpose(-1, -2)) * scale  # [B, H, G, S*P]
     seen = visible_token_mask(visible, P)  # [B, H, 1, S*P]
-    probs = torch.softmax(logits.masked_fill(~seen, float("-inf")), dim=-1)
+    logits = cap_logits(logits, cache.softcap).masked_fill(~seen, float("-inf"))
+    if cache.sinks is not None:  # the sink column joins the softmax, then is dropped
+        sink = cache.sinks.float()[None, :, :, None].expand(B, H, G, 1)
+        logits = torch.cat([logits, sink], dim=-1)
+    probs = torch.softmax(logits, dim=-1)[..., :S * P]
     probs = torch.nan_to_num(probs)  # a (never expected) fully hidden row
     return probs.view(B, H, G, S, P).sum(-1).amax(2)
 

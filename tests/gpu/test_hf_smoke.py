@@ -7,10 +7,9 @@ import pytest
 import torch
 
 from raas_flex import apply_raas, remove_raas
-from raas_flex.hf.families import FAMILIES
-from raas_flex.hf.state import raas_state
+from raas_flex.hf.families import FAMILIES, WINDOWED
 from raas_flex.hf.tiny import tiny_model
-from tests._hf_common import greedy, prompts
+from tests._hf_common import eager_then_compiled, greedy, prompts
 
 pytestmark = [
     pytest.mark.hf,
@@ -37,19 +36,20 @@ def test_family_decodes_the_unpatched_tokens_on_cuda(family, batch):
     assert torch.equal(got, want)
 
 
-def test_compiled_decode_equals_eager_on_cuda(batch):
+# llama: every layer full; the windowed families with their own layers (sliding rings,
+# softcap, sinks through flex's lse, which only CUDA's compiled flex returns).
+COMPILED = [("llama", True)] + [(family, False) for family in WINDOWED]
+
+
+@pytest.mark.parametrize("family,full_attention", COMPILED)
+def test_compiled_decode_equals_eager_on_cuda(family, full_attention, batch):
     ids, mask = batch
-    model = tiny_model("llama").cuda()
-    apply_raas(model, budget=64)  # evicts: the comparison covers eviction
-    try:
-        eager = greedy(model, ids, mask, 100)
-    finally:
-        remove_raas(model)
-    apply_raas(model, budget=64, compile=True)
+    model = tiny_model(family, full_attention=full_attention).cuda()
+    # budget 64 evicts: the comparison covers eviction
+    eager, compiled = eager_then_compiled(model, ids, mask, 100, budget=64)
     try:
         first, again = greedy(model, ids, mask, 100), greedy(model, ids, mask, 100)
-        graphs = raas_state(model).compiled.graphs
     finally:
         remove_raas(model)
     assert torch.equal(first, eager) and torch.equal(again, eager)
-    assert graphs == 1
+    assert compiled.graphs == 1

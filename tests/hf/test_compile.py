@@ -4,10 +4,9 @@ the same tokens as eager RaaS decode (with evictions). One compile for the whole
 import pytest
 import torch
 
-from tests._hf_common import fast_cpu, greedy, prompts  # noqa: F401
-from raas_flex import apply_raas, remove_raas
+from tests._hf_common import eager_then_compiled, fast_cpu, greedy, prompts  # noqa: F401
+from raas_flex import remove_raas
 from raas_flex.hf.graphs import GraphedDecode
-from raas_flex.hf.patch import raas_state
 from raas_flex.hf.tiny import tiny_model
 from tests.fake_graph import FakeStepGraph
 
@@ -19,12 +18,8 @@ NEW_TOKENS = 60  # 12 + 60 tokens through a 64-token budget: 4 page openings, ev
 def test_compiled_decode_one_graph_same_tokens():
     model = tiny_model("llama")
     ids, mask = prompts((12, 7))
-    apply_raas(model, budget=64, page_size=16)
-    eager = greedy(model, ids, mask, NEW_TOKENS)
-    remove_raas(model)
-
-    apply_raas(model, budget=64, page_size=16, compile=True)
-    compiled = raas_state(model).compiled
+    eager, compiled = eager_then_compiled(model, ids, mask, NEW_TOKENS, budget=64,
+                                          page_size=16)
     torch._dynamo.utils.counters.clear()
     got = greedy(model, ids, mask, NEW_TOKENS)
     assert compiled.graphs == 1  # 59 decode steps, page boundaries included: no recompile

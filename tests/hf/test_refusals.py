@@ -16,23 +16,43 @@ TINY_MLA = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                 num_attention_heads=4, num_key_value_heads=4, vocab_size=128, kv_lora_rank=16,
                 q_lora_rank=32, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16)
 
+def _with_config(model, **fields):
+    """`model` with config fields set after construction (layer kinds no config class
+    of a tiny family builds)."""
+    for name, value in fields.items():
+        setattr(model.config, name, value)
+    return model
+
+
 REFUSED = {
-    "gemma2 (softcap)": (lambda: tiny_model("gemma2", full_attention=False), "softcapping"),
-    "gemma2 (sliding)": (lambda: tiny_model("gemma2", full_attention=False,
-                                            attn_logit_softcapping=None), "sliding_attention"),
-    "gemma3 (sliding)": (lambda: tiny_model("gemma3", full_attention=False), "sliding_attention"),
-    "mistral (window)": (lambda: tiny_model("mistral", full_attention=False), "sliding_window"),
-    "qwen2 (window)": (lambda: tiny_model("qwen2", use_sliding_window=True, sliding_window=64,
-                                          max_window_layers=0, layer_types=None),
-                       "sliding_attention"),
+    "chunked attention": (lambda: _with_config(tiny_model("llama"), attention_chunk_size=8),
+                          "chunked attention"),
+    "linear-attention layer": (lambda: _with_config(
+        tiny_model("qwen2"), layer_types=["full_attention", "linear_attention"]),
+        "'linear_attention'"),
+    "bidirectional": (lambda: _with_config(tiny_model("gemma3"),
+                                           use_bidirectional_attention=True), "not causal"),
     "t5": (lambda: transformers.T5ForConditionalGeneration(transformers.T5Config(**TINY_T5)),
            "encoder-decoder"),
     "deepseek_v3 (MLA)": (lambda: types.SimpleNamespace(
         config=transformers.DeepseekV3Config(**TINY_MLA)), "latent attention"),
-    "gpt2": (lambda: transformers.GPT2LMHeadModel(transformers.GPT2Config(
-        n_embd=64, n_layer=2, n_head=4, vocab_size=128, bos_token_id=1, eos_token_id=1)),
-             "not a supported family"),
 }
+
+# Logit rules a kernel or policy cannot honour: refused before anything is patched.
+REFUSED_OPTIONS = {
+    "softcap with hsr": ("gemma2", {"policy": "hsr"}, "certifies its dropped mass"),
+    "sinks with sdpa": ("gpt_oss", {"attention_kernel": "sdpa"}, "attention sinks"),
+    "softcap with sdpa": ("gemma2", {"attention_kernel": "sdpa"}, "softcapping"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED_OPTIONS))
+def test_logit_rules_refuse_what_cannot_honour_them(name):
+    family, options, match = REFUSED_OPTIONS[name]
+    model = tiny_model(family, full_attention=False)
+    with pytest.raises(ValueError, match=match):
+        apply_raas(model, budget=64, **options)
+    assert not hasattr(model, STATE_ATTR)
 
 
 @pytest.mark.parametrize("name", sorted(REFUSED))
