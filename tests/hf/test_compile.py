@@ -44,13 +44,9 @@ def test_compiled_rkv_decode_one_graph_same_tokens():
     still one graph across checkpoints that free pages, with eager R-KV's tokens."""
     model = tiny_model("llama")
     ids, mask = prompts((12, 7))
-    options = dict(budget=64, page_size=16, policy="rkv", rkv_buffer=16, rkv_window=4)
-    apply_raas(model, **options)
-    eager = greedy(model, ids, mask, NEW_TOKENS)
-    remove_raas(model)
-
-    apply_raas(model, **options, compile=True)
-    compiled = raas_state(model).compiled
+    eager, compiled = eager_then_compiled(model, ids, mask, NEW_TOKENS, budget=64,
+                                          page_size=16, policy="rkv", rkv_buffer=16,
+                                          rkv_window=4)
     torch._dynamo.utils.counters.clear()
     got = greedy(model, ids, mask, NEW_TOKENS)
     assert compiled.graphs == 1
