@@ -59,8 +59,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=["dense", "raas"])
     p.add_argument("--budget", type=int, default=2048, help="RaaS L")
     size = p.add_mutually_exclusive_group(required=True)
-    size.add_argument("--batch", type=int, help="the same batch for every method (the "
-                      "1-vs-N GPU scaling run)")
+    size.add_argument("--batch", type=int, nargs="+",
+                      help="the batch (per GPU, and of the run): one for every method, or one "
+                      "per --methods entry; the 1-vs-N GPU scaling runs pass the same values")
     size.add_argument("--kv-budget-gib", type=float,
                       help="each method runs the batch whose caches fit this many GiB per GPU")
     add_step_args(p)
@@ -77,6 +78,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--write-reference", default=None, help="save this run's check tokens")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
+    if args.batch is not None and len(args.batch) not in (1, len(args.methods)):
+        p.error(f"--batch takes one value or one per method ({args.methods}), got {args.batch}.")
     if args.check_budget >= args.check_prompt + args.check_new:
         p.error("--check-budget must be below --check-prompt + --check-new (the check must "
                 "evict); lower it.")
@@ -137,7 +140,7 @@ def plan(args, config, ranks: int) -> list[dict]:
     """One cell per method at --decode-tokens: its per-GPU bytes per sequence and batch."""
     local = local_kv_config(config, ranks)
     cells = []
-    for name in args.methods:
+    for i, name in enumerate(args.methods):
         if name == "dense":
             capacity = dense_capacity(PROMPT_TOKENS, args.decode_tokens)
             cell = dict(method=DENSE, L=None, capacity=capacity,
@@ -148,7 +151,7 @@ def plan(args, config, ranks: int) -> list[dict]:
             cell = dict(method="raas", L=args.budget,
                         kv_bytes_per_seq=raas_bytes_per_seq(local, raas))
         if args.batch is not None:
-            fit = batch = args.batch
+            fit = batch = args.batch[min(i, len(args.batch) - 1)]
         else:
             fit = batch_that_fits(int(args.kv_budget_gib * GIB), cell["kv_bytes_per_seq"])
             batch = min(fit, args.max_batch)
