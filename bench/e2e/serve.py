@@ -316,7 +316,7 @@ def run_all(args, result: dict, out: str) -> None:
                     row["cell_s"] = round(time.time() - t0, 1)
                     bar.write(_line(row))
                 result["rows"] += rows
-                _write(out, result)
+                write_result(out, result)
                 bar.update(len(cell["lengths"]))
                 if models.device.type == "cuda":
                     torch.cuda.empty_cache()
@@ -333,24 +333,30 @@ def _line(r: dict) -> str:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    import transformers
     device = torch.device(args.device)
-    name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    result = run_header(device, "python -m bench.e2e.serve", argv, args)
+    name = result["device"]
     out = args.out or f"bench/results/e2e/serving_{name.split()[-1].lower()}.json"
-    result = dict(device=name, torch=torch.__version__, transformers=transformers.__version__,
-                  command="python -m bench.e2e.serve " + " ".join(sys.argv[1:] if argv is None
-                                                                  else argv),
-                  args=vars(args), prompt_tokens=PROMPT_TOKENS, fast_forward=FAST_FORWARD,
-                  bandwidth_bytes_per_s=copy_bandwidth(device), models={}, rows=[],
-                  skipped=[], errors=[], t0=time.time())
+    result.update(models={}, rows=[], skipped=[], errors=[], t0=time.time())
     with decode_settings():
         run_all(args, result, out)
     result["wall_s"] = round(time.time() - result.pop("t0"), 1)
-    _write(out, result)
+    write_result(out, result)
     from bench.e2e.serve_report import plot, table
     plot(result["rows"], out.replace(".json", "_tps.png"), name, args.kv_budget_gib)
     print(table(result["rows"]))
     return result
+
+
+def run_header(device: torch.device, program: str, argv, args) -> dict:
+    """What a results file records about its run: device, versions, command line, options,
+    how lengths are reached, and the copy bandwidth the floors are computed against."""
+    import transformers
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    command = program + " " + " ".join(sys.argv[1:] if argv is None else argv)
+    return dict(device=name, torch=torch.__version__, transformers=transformers.__version__,
+                command=command, args=vars(args), prompt_tokens=PROMPT_TOKENS,
+                fast_forward=FAST_FORWARD, bandwidth_bytes_per_s=copy_bandwidth(device))
 
 
 def decode_settings() -> contextlib.ExitStack:
@@ -365,7 +371,8 @@ def decode_settings() -> contextlib.ExitStack:
     return stack
 
 
-def _write(path: str, result: dict) -> None:
+def write_result(path: str, result: dict) -> None:
+    """The results JSON (without the run's start time), folders made as needed."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w") as f:
         json.dump({k: v for k, v in result.items() if k != "t0"}, f, indent=1)

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from types import SimpleNamespace
 
@@ -39,11 +38,11 @@ import torch
 import torch.distributed as dist
 
 from bench.e2e.models import llama_config
-from bench.e2e.serve import (DENSE, FAST_FORWARD, PROMPT_TOKENS, add_step_args, decode_settings,
-                             run_dense, run_raas)
+from bench.e2e.serve import (DENSE, PROMPT_TOKENS, add_step_args, decode_settings, run_dense,
+                             run_header, run_raas, write_result)
 from bench.e2e.serve_sizing import (GIB, batch_that_fits, dense_bytes_per_seq, dense_capacity,
                                     raas_bytes_per_seq)
-from bench.e2e.serve_steps import DenseRunner, RaaSRunner, copy_bandwidth
+from bench.e2e.serve_steps import DenseRunner, RaaSRunner
 from bench.e2e.sharded_llama import build_sharded_llama
 
 METHODS = {"dense": DENSE, "raas": "raas"}  # --methods name -> row method
@@ -302,7 +301,7 @@ def run_all(args, ranks: Ranks, run: dict, write) -> None:
         run["check"] = check
         run["check_s"] = round(time.time() - t0 - run["build_s"], 1)
         if args.write_reference and ranks.rank == 0:
-            _dump(args.write_reference, check)
+            write_result(args.write_reference, check)
     compared = comparisons(check, reference, ranks.world)
     write()
     facts = dict(model=args.model, weights_bytes=local_weight_bytes(model),
@@ -339,23 +338,18 @@ def _line(r: dict) -> str:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    import transformers
     ranks = Ranks(args.device)
-    name = torch.cuda.get_device_name(ranks.device) if ranks.device.type == "cuda" else "cpu"
-    out = args.out or f"bench/results/e2e/serving_tp_{name.split()[-1].lower()}.json"
-    command = (f"torchrun --nproc_per_node {ranks.world} -m bench.e2e.tensor_parallel "
-               + " ".join(sys.argv[1:] if argv is None else argv))
-    run = dict(device=name, torch=torch.__version__, transformers=transformers.__version__,
-               command=command, gpus=ranks.world, model=args.model, args=vars(args),
-               prompt_tokens=PROMPT_TOKENS, fast_forward=FAST_FORWARD,
-               bandwidth_bytes_per_s=copy_bandwidth(ranks.device), rows=[], skipped=[],
-               errors=[], t0=time.time())
+    run = run_header(ranks.device, f"torchrun --nproc_per_node {ranks.world} -m "
+                     "bench.e2e.tensor_parallel", argv, args)
+    out = args.out or f"bench/results/e2e/serving_tp_{run['device'].split()[-1].lower()}.json"
+    run.update(gpus=ranks.world, model=args.model, rows=[], skipped=[], errors=[],
+               t0=time.time())
     earlier = _runs(out) if ranks.rank == 0 else []
 
     def write() -> None:
         if ranks.rank == 0:
             run["wall_s"] = round(time.time() - run["t0"], 1)
-            _dump(out, {"runs": earlier + [{k: v for k, v in run.items() if k != "t0"}]})
+            write_result(out, {"runs": earlier + [{k: v for k, v in run.items() if k != "t0"}]})
 
     try:
         with decode_settings():
@@ -376,12 +370,6 @@ def _runs(path: str) -> list[dict]:
         raise ValueError(f"{path} is not a tensor-parallel results file (no 'runs'); pass "
                          "another --out.")
     return data["runs"]
-
-
-def _dump(path: str, data: dict) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(data, f, indent=1)
 
 
 if __name__ == "__main__":
