@@ -79,6 +79,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.batch is not None and len(args.batch) not in (1, len(args.methods)):
         p.error(f"--batch takes one value or one per method ({args.methods}), got {args.batch}.")
+    if args.no_check and (args.reference or args.write_reference):
+        p.error("--reference and --write-reference need the check; drop --no-check.")
     if args.check_budget >= args.check_prompt + args.check_new:
         p.error("--check-budget must be below --check-prompt + --check-new (the check must "
                 "evict); lower it.")
@@ -280,6 +282,7 @@ def tp_row(row: dict, ranks: Ranks, config, compared: dict, run: dict) -> dict:
                kv_bytes_per_gpu=max(kv_bytes), peak_gib_per_gpu=max(peaks),
                tokens_equal=equal, tokens_compared=what, kv_heads_per_gpu=local,
                peak_gib_per_rank=peaks, kv_bytes_per_rank=kv_bytes,
+               compiled_graphs_per_rank=ranks.gather(row.get("compiled_graphs")),
                **{k: run[k] for k in ("device", "torch", "transformers", "command")},
                deadline_s=run["args"]["deadline_s"])
     for key, value in row.items():  # serve's fields: step_ms, L, fast_forward, graphs, ...
@@ -307,7 +310,8 @@ def run_all(args, ranks: Ranks, run: dict, write) -> None:
     facts = dict(model=args.model, weights_bytes=local_weight_bytes(model),
                  other_weights_bytes=0, bandwidth_bytes_per_s=run["bandwidth_bytes_per_s"])
     for cell in cells:
-        name = f"{args.model} {cell['method']} L={cell['L']} B={cell['batch']} N={args.decode_tokens}"
+        name = (f"{args.model} {cell['method']} L={cell['L']} B={cell['batch']} "
+                f"N={args.decode_tokens}")
         late = args.deadline_s is not None and time.time() - run["t0"] > args.deadline_s
         if ranks.agree(late):
             run["skipped"].append(name)
