@@ -194,23 +194,35 @@ def check_settings(args, model: str) -> dict:
                 page_size=args.page_size, dtype=args.check_dtype)
 
 
+def first_difference(*pairs: tuple[list[int], list[int]]) -> int | None:
+    """The first new-token index where any pair differs (None: all equal)."""
+    found = [next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+             for a, b in pairs if a != b]
+    return min(found) if found else None
+
+
 def comparisons(check: dict | None, reference: dict | None, gpus: int) -> dict:
-    """{method: (tokens_equal, what was compared)} for the rows."""
+    """{method: {tokens_equal, tokens_compared, tokens_first_difference}} for the rows."""
     if check is None:
-        return {m: (None, "not checked in this run (--no-check)") for m in METHODS.values()}
+        return {m: dict(tokens_equal=None, tokens_compared="not checked in this run "
+                        "(--no-check)", tokens_first_difference=None) for m in METHODS.values()}
     tokens = check["tokens"]
     if reference is not None:
         ref = reference["tokens"]
         what = (f"greedy tokens on {gpus} GPU(s) vs the reference run's "
                 f"({reference['gpus']} GPU(s)), eager generate, {check['settings']}")
-        return {DENSE: (tokens["dense"] == ref["dense"], what + ": dense"),
-                "raas": (tokens["raas"] == ref["raas"] and tokens["raas_full"] ==
-                         ref["raas_full"], what + f": RaaS at L={check['budgets']['raas']} "
-                         f"(evicting) and L={check['budgets']['raas_full']}")}
-    equal = tokens["raas_full"] == tokens["dense"]
-    what = (f"RaaS at L={check['budgets']['raas_full']} (above prompt + new) vs dense, both "
-            f"on the same {gpus} GPU(s), eager generate, {check['settings']}")
-    return {DENSE: (equal, what), "raas": (equal, what)}
+        pairs = {DENSE: ([(tokens["dense"], ref["dense"])], what + ": dense"),
+                 "raas": ([(tokens["raas"], ref["raas"]), (tokens["raas_full"], ref["raas_full"])],
+                          what + f": RaaS at L={check['budgets']['raas']} (evicting) and "
+                          f"L={check['budgets']['raas_full']}")}
+    else:
+        what = (f"RaaS at L={check['budgets']['raas_full']} (above prompt + new) vs dense, "
+                f"both on the same {gpus} GPU(s), eager generate, {check['settings']}")
+        same = [(tokens["raas_full"], tokens["dense"])]
+        pairs = {DENSE: (same, what), "raas": (same, what)}
+    return {method: dict(tokens_equal=all(a == b for a, b in pair), tokens_compared=text,
+                         tokens_first_difference=first_difference(*pair))
+            for method, (pair, text) in pairs.items()}
 
 
 def run_check(args, ranks: Ranks, model) -> dict:
@@ -276,11 +288,10 @@ def tp_row(row: dict, ranks: Ranks, config, compared: dict, run: dict) -> dict:
                            "the attention was not sharded by heads.")
     peaks = ranks.gather(row["peak_gib"])
     kv_bytes = ranks.gather(row["kv_bytes_total"])
-    equal, what = compared[row["method"]]
     out = dict(gpus=ranks.world, model=row["model"], method=row["method"], batch=row["batch"],
                decode_tokens=row["decode_tokens"], tokens_per_s=row["tokens_per_s"],
                kv_bytes_per_gpu=max(kv_bytes), peak_gib_per_gpu=max(peaks),
-               tokens_equal=equal, tokens_compared=what, kv_heads_per_gpu=local,
+               **compared[row["method"]], kv_heads_per_gpu=local,
                peak_gib_per_rank=peaks, kv_bytes_per_rank=kv_bytes,
                compiled_graphs_per_rank=ranks.gather(row.get("compiled_graphs")),
                **{k: run[k] for k in ("device", "torch", "transformers", "command")},

@@ -14,7 +14,7 @@ import pytest
 from bench.e2e.models import llama_config
 from bench.e2e.serve import DENSE
 from bench.e2e.serve_sizing import GIB
-from bench.e2e.tensor_parallel import main, parse_args, plan
+from bench.e2e.tensor_parallel import first_difference, main, parse_args, plan
 
 pytestmark = pytest.mark.hf
 
@@ -54,6 +54,7 @@ def test_two_processes_match_one(runs) -> None:
         assert ROW_KEYS <= set(row)
         assert row["gpus"] == 2 and rows_one[method]["gpus"] == 1
         assert row["tokens_equal"] is True and "reference" in row["tokens_compared"]
+        assert row["tokens_first_difference"] is None
         assert rows_one[method]["tokens_equal"] is True  # RaaS above the length == dense
         assert row["kv_heads_per_gpu"] == 2 and rows_one[method]["kv_heads_per_gpu"] == 4
         assert row["batch"] == rows_one[method]["batch"] == 2
@@ -82,3 +83,10 @@ def test_per_gpu_batches_of_the_70b_shape() -> None:
     assert plan(args, config, 1)[0]["kv_bytes_per_seq"] == 2 * per_seq
     with pytest.raises(ValueError, match="divides them"):
         plan(args, config, 3)
+
+
+def test_first_difference_names_the_earliest_mismatch() -> None:
+    assert first_difference(([1, 2, 3], [1, 2, 3])) is None
+    assert first_difference(([1, 2, 3], [1, 2, 3]), ([4, 5, 6], [4, 5, 7])) == 2
+    assert first_difference(([1, 9, 3], [1, 2, 3]), ([4, 5, 6], [4, 5, 7])) == 1
+    assert first_difference(([1, 2], [1, 2, 3])) == 2  # one run stopped early
