@@ -22,6 +22,7 @@ short keeps what it measured) and serving_<device>_tps.png.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -47,14 +48,9 @@ FAST_FORWARD = {
 }
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=["llama-3.2-1b", "llama-3-8b"])
-    p.add_argument("--lengths", type=int, nargs="+", default=[8192, 32768, 65536],
-                   help="decode tokens N (after a PROMPT_TOKENS prompt)")
-    p.add_argument("--kv-budget-gib", type=float, default=40.0)
-    p.add_argument("--budgets", type=int, nargs="+", default=[2048, 1024], help="RaaS L")
+def add_step_args(p: argparse.ArgumentParser) -> None:
+    """The options of the decode cells (run_dense, run_raas), shared with
+    bench.e2e.tensor_parallel."""
     p.add_argument("--page-size", type=int, default=16)
     p.add_argument("--max-batch", type=int, default=256,
                    help="cap on concurrent sequences (prefill, graph capture and fill time)")
@@ -66,15 +62,26 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "its [B, Hq, T, T] scores)")
     p.add_argument("--fill-extra", type=int, default=128,
                    help="RaaS decode steps after the pool is full, before any window")
-    p.add_argument("--no-equal-batch", action="store_true")
     p.add_argument("--deadline-s", type=float, default=None,
                    help="skip cells that start after this many seconds (recorded as skipped)")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--no-compile", action="store_true", help="eager, no CUDA graphs (CPU)")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=["llama-3.2-1b", "llama-3-8b"])
+    p.add_argument("--lengths", type=int, nargs="+", default=[8192, 32768, 65536],
+                   help="decode tokens N (after a PROMPT_TOKENS prompt)")
+    p.add_argument("--kv-budget-gib", type=float, default=40.0)
+    p.add_argument("--budgets", type=int, nargs="+", default=[2048, 1024], help="RaaS L")
+    add_step_args(p)
+    p.add_argument("--no-equal-batch", action="store_true")
     p.add_argument("--dense-compile", choices=["static", "dynamic"], default="static",
                    help="static: one graph per cell (flex's decode kernel; the baseline). "
                    "dynamic: one graph for every batch and length, but a symbolic batch makes "
                    "Inductor use flex's main kernel, 4x slower on the H200 (kept to show it)")
-    p.add_argument("--device", default="cuda")
-    p.add_argument("--no-compile", action="store_true", help="eager, no CUDA graphs (CPU)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", default=None)
     return p.parse_args(argv)
@@ -133,8 +140,9 @@ def run_dense(runner: DenseRunner, cell: dict, args, facts: dict) -> list[dict]:
     warm_s = time.perf_counter() - t0
     window, _ = timed_window(step, ids, start, args.window)
     live = (start + end + 1) / 2  # tokens read per sequence, on average over the window
-    read = int(batch * live * kv_bytes_per_token(runner.model.config))
+    read = int(cache.nbytes() * live / capacity)  # this cache's heads (a rank's, under TP)
     row = _row(cell, n, window, facts, read, args, cache_bytes=cache.nbytes())
+    row["kv_heads"] = cache.layers[0].keys.shape[1]
     row.update(warmup_s=round(warm_s, 1), dense_compile=("dynamic" if runner.dynamic else
                                                           "static") if not args.no_compile else "eager")
     if not args.no_compile:
@@ -168,6 +176,7 @@ def run_raas(runner: RaaSRunner, cell: dict, args, facts: dict) -> list[dict]:
         row = _row(cell, n, window, facts, kv + meta, args, cache_bytes=kv + meta)
         row.update(fill_s=round(fill_s, 1), prompt_tokens_ff=prompt_len, fill_steps=fill,
                    kv_bytes_measured_per_seq=(kv + meta) // batch, metadata_bytes=meta)
+        row["kv_heads"] = cache.layers[0].num_heads  # as the attention handed them over
         rows.append(row)
     compiled = getattr(runner.model.forward, "graphs", None)  # CompiledDecode's count
     graphed = getattr(runner.model.forward, "graphed", None)
@@ -307,7 +316,7 @@ def run_all(args, result: dict, out: str) -> None:
                     row["cell_s"] = round(time.time() - t0, 1)
                     bar.write(_line(row))
                 result["rows"] += rows
-                _write(out, result)
+                write_result(out, result)
                 bar.update(len(cell["lengths"]))
                 if models.device.type == "cuda":
                     torch.cuda.empty_cache()
@@ -324,30 +333,46 @@ def _line(r: dict) -> str:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    import transformers
     device = torch.device(args.device)
-    name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    result = run_header(device, "python -m bench.e2e.serve", argv, args)
+    name = result["device"]
     out = args.out or f"bench/results/e2e/serving_{name.split()[-1].lower()}.json"
-    result = dict(device=name, torch=torch.__version__, transformers=transformers.__version__,
-                  command="python -m bench.e2e.serve " + " ".join(sys.argv[1:] if argv is None
-                                                                  else argv),
-                  args=vars(args), prompt_tokens=PROMPT_TOKENS, fast_forward=FAST_FORWARD,
-                  bandwidth_bytes_per_s=copy_bandwidth(device), models={}, rows=[],
-                  skipped=[], errors=[], t0=time.time())
-    # every cell compiles the same forward's code (other shapes, RaaS's graphs): Dynamo's
-    # default limit of 8 entries per code object would silently fall back to eager
-    limits = torch._dynamo.config.patch(recompile_limit=64, fail_on_recompile_limit_hit=True)
-    with torch.no_grad(), limits:  # scoped: a caller's (a test's) settings are left alone
+    result.update(models={}, rows=[], skipped=[], errors=[], t0=time.time())
+    with decode_settings():
         run_all(args, result, out)
     result["wall_s"] = round(time.time() - result.pop("t0"), 1)
-    _write(out, result)
+    write_result(out, result)
     from bench.e2e.serve_report import plot, table
     plot(result["rows"], out.replace(".json", "_tps.png"), name, args.kv_budget_gib)
     print(table(result["rows"]))
     return result
 
 
-def _write(path: str, result: dict) -> None:
+def run_header(device: torch.device, program: str, argv, args) -> dict:
+    """What a results file records about its run: device, versions, command line, options,
+    how lengths are reached, and the copy bandwidth the floors are computed against."""
+    import transformers
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    command = program + " " + " ".join(sys.argv[1:] if argv is None else argv)
+    return dict(device=name, torch=torch.__version__, transformers=transformers.__version__,
+                command=command, args=vars(args), prompt_tokens=PROMPT_TOKENS,
+                fast_forward=FAST_FORWARD, bandwidth_bytes_per_s=copy_bandwidth(device))
+
+
+def decode_settings() -> contextlib.ExitStack:
+    """no_grad and Dynamo limits for a benchmark run, scoped (a caller's, a test's, settings
+    are left alone). Every cell compiles the same forward's code (other shapes, RaaS's
+    graphs): Dynamo's default limit of 8 entries per code object would silently fall back to
+    eager, so the limit is raised and hitting it fails."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.no_grad())
+    stack.enter_context(torch._dynamo.config.patch(recompile_limit=64,
+                                                   fail_on_recompile_limit_hit=True))
+    return stack
+
+
+def write_result(path: str, result: dict) -> None:
+    """The results JSON (without the run's start time), folders made as needed."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w") as f:
         json.dump({k: v for k, v in result.items() if k != "t0"}, f, indent=1)

@@ -24,6 +24,7 @@ import torch
 from bench.e2e.dense_live import LiveDenseCache, install_live_dense, remove_live_dense
 from raas_flex.hf.compat import CACHE_ARG
 from raas_flex.hf.graphs import GraphedDecode
+from raas_flex.hf.tensor_parallel import tensor_parallel_size
 
 Step = Callable[[torch.Tensor, int], torch.Tensor]  # (ids [B, 1], position) -> next ids [B, 1]
 
@@ -89,6 +90,8 @@ class DenseRunner:
                                       dynamic=None if dynamic else False, backend=self._backend)
                         if compile else model.forward)
         self.graphed = GraphedDecode(self.forward) if cuda_graph else None
+        # under tensor parallelism each rank's attention holds only its share of the kv heads
+        self.kv_heads = model.config.num_key_value_heads // tensor_parallel_size(model)
 
     def _backend(self, gm: torch.fx.GraphModule, example_inputs):
         from torch._inductor.compile_fx import compile_fx
@@ -102,7 +105,7 @@ class DenseRunner:
 
     def new_cache(self, batch: int, capacity: int) -> LiveDenseCache:
         c = self.model.config
-        cache = LiveDenseCache(c.num_hidden_layers, batch, c.num_key_value_heads, capacity,
+        cache = LiveDenseCache(c.num_hidden_layers, batch, self.kv_heads, capacity,
                                c.head_dim, self.pos, torch.bfloat16, self.device)
         cache.fill_random()
         if self.dynamic:  # one graph for every batch and length (see serve.py --dense-compile)

@@ -21,27 +21,10 @@ from torch.distributed.tensor import DTensor
 from torch.distributed.tensor.parallel import (ColwiseParallel, RowwiseParallel,
                                                parallelize_module)
 
-SHAPES = {  # Llama 3 family shapes; vocab 128256
-    "llama-3-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                       num_attention_heads=32, num_key_value_heads=8, head_dim=128),
-    "llama-3-70b": dict(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80,
-                        num_attention_heads=64, num_key_value_heads=8, head_dim=128),
-    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                 num_attention_heads=8, num_key_value_heads=4, head_dim=16,
-                 initializer_range=0.2),  # wide enough that greedy tokens vary (tests)
-}
+from bench.e2e.models import llama_config
+
 COLUMNS = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")  # sharded by output rows
 ROWS = ("o_proj", "down_proj")  # sharded by input columns; all-reduced output
-
-
-def llama_config(shape: str):
-    from transformers import LlamaConfig
-
-    vocab = 512 if shape == "tiny" else 128256
-    return LlamaConfig(**SHAPES[shape], vocab_size=vocab, max_position_embeddings=131072,
-                       rope_theta=500000.0, tie_word_embeddings=False,
-                       attn_implementation="sdpa", bos_token_id=1, eos_token_id=None,
-                       pad_token_id=0)
 
 
 def tensor_parallel_plan(num_layers: int) -> dict:
@@ -58,7 +41,8 @@ def tensor_parallel_plan(num_layers: int) -> dict:
 
 def build_sharded_llama(shape: str, mesh: DeviceMesh | None, device: torch.device,
                         dtype: torch.dtype = torch.bfloat16, seed: int = 0):
-    """The model on `device`, sharded over `mesh` (None: one device, unsharded)."""
+    """The model of bench.e2e.models.SHAPES[shape] on `device`, sharded over `mesh` (None:
+    one device, unsharded)."""
     from transformers import LlamaForCausalLM
 
     config = llama_config(shape)

@@ -20,7 +20,7 @@ def main(out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
     mesh = init_device_mesh("cpu", (dist.get_world_size(),))
-    model = build_sharded_llama("tiny", mesh, torch.device("cpu"), torch.float32)
+    model = build_sharded_llama("tiny-tp", mesh, torch.device("cpu"), torch.float32)
     ids = torch.tensor([json.loads(os.environ["TP_TEST_PROMPT"])])
     dense = model.generate(ids, max_new_tokens=60, do_sample=False)[0].tolist()
     rf.apply_raas(model, budget=80, page_size=16)

@@ -18,7 +18,7 @@ PROMPT = [(7 * i + 3) % 500 + 2 for i in range(40)]
 
 
 def one_process() -> dict:
-    model = build_sharded_llama("tiny", None, torch.device("cpu"), torch.float32)
+    model = build_sharded_llama("tiny-tp", None, torch.device("cpu"), torch.float32)
     ids = torch.tensor([PROMPT])
     dense = model.generate(ids, max_new_tokens=60, do_sample=False)[0].tolist()
     rf.apply_raas(model, budget=80, page_size=16)
