@@ -118,7 +118,7 @@ def test_every_peer_under_softcap_and_sinks(family, policy):
     model = tiny_model(family, full_attention=False)
     ids, mask = prompts(BATCHES[3])
     expected = greedy(model, ids, mask, NEW_TOKENS)
-    options = settings_for(policy, recycled_period=3)
+    options = settings_for(policy, recycled_period=3, rkv_buffer=16, lazy_window=16)
     got, _ = _run(model, ids, mask, NEW_TOKENS, budget=128, policy=policy, **options)
     assert torch.equal(got, expected)
     _, cache = _run(model, ids, mask, 80, budget=64, policy=policy, **options)
