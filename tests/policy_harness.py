@@ -228,6 +228,19 @@ def fullgraph_step(scale: float) -> tuple[Callable, list]:
     return step, graphs
 
 
+def compiled_and_eager(config: RaaSConfig, seq: Sequence,
+                       scale: float = 0.25) -> tuple[Trace, Trace]:
+    """The same run through one fullgraph compile of the step and eagerly. Asserts the
+    compiled run is one graph and equals masked dense over its attended set; the caller
+    compares the two traces' decisions. scale 0.25 = 1/sqrt(head_dim 16), as eager uses."""
+    step, graphs = fullgraph_step(scale)
+    fast = run_policy(config, seq, step_fn=step)
+    slow = run_policy(config, seq)
+    assert len(graphs) == 1, f"{len(graphs)} graphs compiled for one step shape"
+    assert max_error_vs_masked_dense(seq, fast) <= 1e-5
+    return fast, slow
+
+
 def prompts_and_budget(draw, st, page_size: int, extra_pages: tuple[int, int],
                        steps: tuple[int, int]) -> tuple[Sequence, int]:
     """Hypothesis draws (inside an @st.composite): a 1-2 row sequence with prompts of 1-40

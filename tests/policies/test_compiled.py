@@ -13,7 +13,8 @@ from raas_flex.policies.lazy_eviction import LazyEvictionOptions
 from raas_flex.policies.lessismore import LessIsMoreOptions
 from raas_flex.policies.rkv import RKVOptions
 from tests.policy_harness import (
-    causal_positions, fullgraph_step, make_sequence, max_error_vs_masked_dense, run_policy,
+    causal_positions, compiled_and_eager, fullgraph_step, make_sequence,
+    max_error_vs_masked_dense, run_policy,
 )
 
 
@@ -46,13 +47,9 @@ def test_compiled_hsr_step_matches_eager_without_recompiling() -> None:
 def test_compiled_reasoning_peer_step_matches_eager_in_one_graph(policy, options) -> None:
     """One fullgraph graph per policy over 40 steps: page opens, checkpoints that free
     pages (rkv, lazy_eviction) and a selection that skips pages (lessismore)."""
-    step, graphs = fullgraph_step(0.25)
     seq = make_sequence(7, batch=2, prompt_lengths=[30, 12], steps=40, key_scale=3.0)
     config = RaaSConfig(budget=64, page_size=16, policy=policy, options=options)
-    fast = run_policy(config, seq, step_fn=step)
-    slow = run_policy(config, seq)
-    assert len(graphs) == 1, f"{len(graphs)} graphs compiled for one step shape"
-    assert max_error_vs_masked_dense(seq, fast) <= 1e-5
+    fast, slow = compiled_and_eager(config, seq)
     for a, b in zip(fast.attended, slow.attended):
         assert torch.equal(a, b)
     assert any((a != c).any() for a, c in zip(fast.attended, causal_positions_all(seq))), (

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from raas_flex import RaaSConfig
 from tests.policy_harness import (
-    SDPA, causal_positions, examples, fullgraph_step, make_sequence, max_error_vs_masked_dense,
-    prompts_and_budget, run_policy,
+    SDPA, causal_positions, compiled_and_eager, examples, make_sequence,
+    max_error_vs_masked_dense, prompts_and_budget, run_policy,
 )
 
 P = 16
@@ -68,14 +68,9 @@ def test_no_guard_is_raas_and_a_full_guard_is_streaming() -> None:
 
 
 def test_compiled_guard_step_is_one_graph_and_matches_eager() -> None:
-    step, graphs = fullgraph_step(0.25)  # 1 / sqrt(head_dim = 16), as the eager path uses
     seq = make_sequence(5, batch=2, prompt_lengths=[30, 12], steps=60, key_scale=3.0)
     config = guard_config(80, 0.4)  # 5 pages: 2 guarded; evicts from step ~18 on
-
-    fast = run_policy(config, seq, step_fn=step)
-    slow = run_policy(config, seq)
-    assert len(graphs) == 1, f"{len(graphs)} graphs compiled for one step shape"
-    assert max_error_vs_masked_dense(seq, fast) <= 1e-5
+    fast, slow = compiled_and_eager(config, seq)
     for a, b in zip(fast.held, slow.held):
         assert torch.equal(a, b)
     assert any((h != causal_positions(seq, t)).any() for t, h in enumerate(fast.held)), "no eviction"
