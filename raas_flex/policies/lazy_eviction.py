@@ -34,6 +34,7 @@ import torch
 
 from raas_flex.cache.pool import LayerCache
 from raas_flex.policies.base import ConfigView, PolicyOptions, check_int
+from raas_flex.policies.scores import token_weights
 from raas_flex.policies.periodic import (
     FRESH, PeriodicCompressionPolicy, check_room, held_token_mask, period_pages,
 )
@@ -95,9 +96,8 @@ class LazyEvictionPolicy(PeriodicCompressionPolicy):
         B, H, G, _ = q.shape
         S, P = cache.num_slots, cache.page_size
         held = held_token_mask(cache)[:, :, None]  # [B, H, 1, N]
-        logits = (q.float() @ cache.k.float().transpose(-1, -2)) * scale  # [B, H, G, N]
-        weights = torch.softmax(logits.masked_fill(~held, float("-inf")), dim=-1)
-        return torch.where(held, weights, 0.0).view(B, H, G, S, P).amax(dim=(2, 4))
+        weights = token_weights(q, cache, scale, held)  # [B, H, G, N], the layer's rules
+        return weights.view(B, H, G, S, P).amax(dim=(2, 4))
 
     def update(self, cache: LayerCache, scores: torch.Tensor, step: torch.Tensor) -> None:
         state = cache.policy_state

@@ -54,25 +54,37 @@ def head_page_bound(qf: torch.Tensor, cache: LayerCache) -> torch.Tensor:
             + qf.clamp(max=0) @ cache.kmin.transpose(-1, -2))
 
 
+def token_weights(q: torch.Tensor, cache: LayerCache, scale: float,
+                  seen: torch.Tensor) -> torch.Tensor:
+    """Softmax weight of every pool token for each query head, over the `seen` tokens and
+    under the layer's own logit rules: softcapped logits, and the sink's share taken out
+    of the softmax (the weights then sum to 1 - the sink's share, as the model attends).
+
+    q: [B, H, G, D]; seen: [B, H, 1, S*P] bool. Returns [B, H, G, S*P] float32, 0 where
+    not seen.
+    """
+    B, H, G, _ = q.shape
+    N = cache.k.shape[2]
+    logits = (q.float() @ cache.k.float().transpose(-1, -2)) * scale  # [B, H, G, S*P]
+    logits = cap_logits(logits, cache.softcap).masked_fill(~seen, float("-inf"))
+    if cache.sinks is not None:  # the sink column joins the softmax, then is dropped
+        sink = cache.sinks.float()[None, :, :, None].expand(B, H, G, 1)
+        logits = torch.cat([logits, sink], dim=-1)
+    probs = torch.softmax(logits, dim=-1)[..., :N]
+    return torch.nan_to_num(probs)  # a (never expected) fully hidden row
+
+
 def page_mass(q: torch.Tensor, cache: LayerCache, scale: float,
               visible: torch.Tensor) -> torch.Tensor:
     """Exact softmax mass each slot receives over the `visible` tokens, max over the group,
-    under the layer's own logit rules: softcapped logits, and the sink's share taken out
-    of the softmax (the masses then sum to 1 - the sink's share, as the model attends).
+    under the layer's own logit rules (token_weights).
 
     q: [B, H, G, D]; visible: [B, H, S] tokens per slot. Returns [B, H, S] float32.
     """
     B, H, G, _ = q.shape
     S, P = cache.num_slots, cache.page_size
-    logits = (q.float() @ cache.k.float().transpose(-1, -2)) * scale  # [B, H, G, S*P]
     seen = visible_token_mask(visible, P)  # [B, H, 1, S*P]
-    logits = cap_logits(logits, cache.softcap).masked_fill(~seen, float("-inf"))
-    if cache.sinks is not None:  # the sink column joins the softmax, then is dropped
-        sink = cache.sinks.float()[None, :, :, None].expand(B, H, G, 1)
-        logits = torch.cat([logits, sink], dim=-1)
-    probs = torch.softmax(logits, dim=-1)[..., :S * P]
-    probs = torch.nan_to_num(probs)  # a (never expected) fully hidden row
-    return probs.view(B, H, G, S, P).sum(-1).amax(2)
+    return token_weights(q, cache, scale, seen).view(B, H, G, S, P).sum(-1).amax(2)
 
 
 def log_page_mass(q: torch.Tensor, cache: LayerCache, scale: float) -> torch.Tensor:
