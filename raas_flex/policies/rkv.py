@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from raas_flex.attention.logit_mods import cap_logits
 from raas_flex.cache.pool import LayerCache
 from raas_flex.policies.base import ConfigView, PolicyOptions, check_int
 from raas_flex.policies.periodic import PeriodicCompressionPolicy, check_room, held_token_mask
@@ -146,14 +147,19 @@ class RKVPolicy(PeriodicCompressionPolicy):
 def observed_importance(ring: torch.Tensor, recorded: torch.Tensor, cache: LayerCache,
                         scale: float, kernel: int) -> torch.Tensor:
     """R-KV importance of every pool token, [B, H, S*P]: softmax over held tokens of the
-    group-max logits of each recorded query, averaged over the recorded queries, then
-    max-pooled over `kernel` neighbours inside each page; 0 for tokens not held."""
+    group-max logits of each recorded query, under the layer's logit rules (softcap; the
+    group-max sink logit in the softmax, as the model attends), averaged over the recorded
+    queries, then max-pooled over `kernel` neighbours inside each page; 0 for tokens not held."""
     B, H, W, G, D = ring.shape
     N = cache.k.shape[2]
     held = held_token_mask(cache)  # [B, H, N]
     logits = ring.view(B, H, W * G, D) @ cache.k.float().transpose(-1, -2)
-    logits = logits.view(B, H, W, G, N).amax(3) * scale  # [B, H, W, N]
-    probs = torch.softmax(logits.masked_fill(~held[:, :, None], float("-inf")), dim=-1)
+    logits = cap_logits(logits.view(B, H, W, G, N).amax(3) * scale, cache.softcap)  # [B, H, W, N]
+    logits = logits.masked_fill(~held[:, :, None], float("-inf"))
+    if cache.sinks is not None:  # the sink joins the softmax (group max, like the logits)
+        sink = cache.sinks.float().amax(-1)[None, :, None, None].expand(B, H, W, 1)
+        logits = torch.cat([logits, sink], dim=-1)
+    probs = torch.softmax(logits, dim=-1)[..., :N]
     weight = recorded.float()[:, None, :, None]  # [B, 1, W, 1]
     mean = (probs * weight).sum(2) / weight.sum(2).clamp(min=1)  # [B, H, N]
     P = cache.page_size

@@ -100,3 +100,36 @@ def test_rkv_compresses_only_at_checkpoints_keeping_the_best_pages(
                     for other in kept:
                         assert scores[victim] <= scores[other] + 1e-6, (victim, other)
     assert checkpoints > 0 and freed > 0, "the run never compressed: make it longer"
+
+
+def test_observed_importance_follows_the_layers_softcap_and_sinks():
+    """R-KV's importance is the softmax the model attends with: capped logits, and the sink
+    column in the softmax (group max over the query heads, like the logits). Compared with a
+    float64 recomputation from the held keys; the uncapped, sink-free softmax differs."""
+    import raas_flex as rf
+    from raas_flex.policies.periodic import held_token_mask
+    from raas_flex.policies.rkv import observed_importance
+
+    B, HQ, H, D, T, W, cap, scale = 1, 4, 2, 16, 40, 3, 2.0, 0.5
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(B, n, T, D, generator=gen) * 2 for n in (HQ, H, H))
+    sinks = torch.randn(HQ, generator=gen) * 3
+    config = rf.RaaSConfig(budget=64, page_size=P, policy="dense")
+    policy = rf.make_policy(config)
+    cache = rf.new_layer_cache(config, policy, B, H, D, T, 8, softcap=cap, sinks=sinks)
+    rf.prefill(q, k, v, cache, policy, torch.ones(B, T, dtype=torch.long), scale)
+    ring = torch.randn(B, H, W, HQ // H, D, generator=gen)
+    got = observed_importance(ring, torch.ones(B, W, dtype=torch.bool), cache, scale, kernel=1)
+
+    held = held_token_mask(cache)[0]  # [H, N]
+    keys = cache.k[0].double()  # [H, N, D]
+    for h in range(H):
+        idx = held[h].nonzero().flatten()
+        raw = (ring[0, h].double() @ keys[h, idx].T).amax(1) * scale  # [W, n]
+        capped = torch.tanh(raw / cap) * cap
+        sink = sinks.view(H, -1)[h].double().max().expand(W, 1)
+        want = torch.softmax(torch.cat([capped, sink], 1), 1)[:, :-1].mean(0)
+        assert torch.allclose(got[0, h, idx].double(), want, atol=1e-5)
+        plain = torch.softmax(raw, 1).mean(0)
+        assert not torch.allclose(got[0, h, idx].double(), plain, atol=1e-3)
+        assert (got[0, h, ~held[h]] == 0).all()
