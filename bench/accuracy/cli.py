@@ -119,9 +119,13 @@ def main(argv=None) -> dict:
     tag = args.tag or f"{args.model.name}_D{args.decode_tokens}"
     meta = {"model": str(args.model), "dtype": str(dtype), **environment(),
             "args": {k: str(v) for k, v in vars(args).items()}}
-    if args.mode == "accuracy":
-        return _accuracy(args, model, task, tag, meta)
-    return _fidelity(args, model, encode, task, tag, meta)
+    # each (policy, L) is its own compiled graph (reused across families): Dynamo's default
+    # limit of 8 per code object would fail a run over every policy and L under fullgraph
+    graphs = 2 * len(args.policies) * len(args.fractions) + 8  # x2: a smaller last batch
+    with torch._dynamo.config.patch(recompile_limit=max(8, graphs)):
+        if args.mode == "accuracy":
+            return _accuracy(args, model, task, tag, meta)
+        return _fidelity(args, model, encode, task, tag, meta)
 
 
 def decode_options(choice: str, device: str) -> dict:

@@ -7,12 +7,16 @@ model), under a wall-clock cap, resumable across capped calls.
     python -m bench.accuracy.table --model $CKPT --out-dir $OUT --minutes 9 \\
         --resume bench/results/accuracy/v2/accuracy_v2.json bench/results/accuracy/v2/fidelity_v2.json
 
-A unit is one (family, policy, dtype) accuracy run over every --fractions (one process of
-`python -m bench.accuracy accuracy`), or one (family, policy) fidelity run in bf16. Units
-start in priority order (bf16 accuracy, fidelity, then fp32) while the time left exceeds
---unit-seconds; a unit cut off by the cap is not recorded and runs again on resume. Writes at
-most 8 files (what the device machine returns): accuracy_<tag>.{json,md}, one
-accuracy_<tag>_<family>.png per family, fidelity_<tag>.{json,md}.
+A unit is one (policy, dtype, L) accuracy run over every family not yet measured (one
+process of `python -m bench.accuracy accuracy --families ...`), or one policy's fidelity run
+in bf16 over its Ls and the families: a decode step is compiled once, for the first family,
+and reused for the others (raas_flex.hf.compiled shares one backend per model, so Dynamo keeps the graph
+across apply_raas calls). Dense runs once per dtype, at L = 1 (keep-all). Units start in priority
+order (bf16 accuracy, fidelity, then fp32) while the time left exceeds --unit-seconds; a unit
+cut off by the cap is not recorded and runs again on resume, where only the (family, policy,
+dtype, L) cells missing from the --resume files run. Writes at most 8 files (what the device
+machine returns): accuracy_<tag>.{json,md}, one accuracy_<tag>_<family>.png per family,
+fidelity_<tag>.{json,md}.
 """
 
 from __future__ import annotations
@@ -42,8 +46,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out-dir", type=Path, required=True)
     p.add_argument("--tag", default="v2")
     p.add_argument("--minutes", type=float, default=9.0, help="wall-clock cap for this call")
-    p.add_argument("--unit-seconds", type=float, default=150.0,
-                   help="expected length of one unit: none starts with less time left")
+    p.add_argument("--unit-seconds", type=float, default=120.0,
+                   help="expected length of one unit (process start ~15 s, one compile, 4 "
+                        "families' decodes): none starts with less time left")
     p.add_argument("--procs", type=int, default=None,
                    help="units at once (default: 8 per GPU, at most CPU cores / 2)")
     p.add_argument("--families", nargs="+", default=list(FAMILY_NAMES))
@@ -61,38 +66,73 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def all_units(args) -> list[tuple[str, str, str, str]]:
-    """(mode, family, policy, dtype) in the order they start."""
-    acc16 = [("accuracy", f, p, "bfloat16") for p in args.policies for f in args.families]
-    fid = [("fidelity", f, p, "bfloat16") for p in args.policies for f in args.families
+Cell = tuple[str, str, str, str, float]  # (mode, family, policy, dtype, budget fraction)
+Unit = tuple[str, str, str, tuple[float, ...], tuple[str, ...]]  # (mode, policy, dtype, Ls, families)
+
+
+def all_cells(args) -> list[Cell]:
+    """Every (mode, family, policy, dtype, L) of the table, in the order units start; dense
+    only at L = 1 (it keeps everything)."""
+    def fractions(policy: str, wanted) -> list[float]:
+        return [1.0] if policy == "dense" else [_key(f) for f in wanted]
+
+    acc16 = [("accuracy", f, p, "bfloat16", x) for p in args.policies
+             for x in fractions(p, args.fractions) for f in args.families]
+    fid = [("fidelity", f, p, "bfloat16", x) for p in args.policies
+           for x in fractions(p, args.fidelity_fractions) for f in args.families
            if args.fidelity_n > 0]
-    acc32 = [("accuracy", f, p, "float32") for p in args.fp32_policies for f in args.families]
+    acc32 = [("accuracy", f, p, "float32", x) for p in args.fp32_policies
+             for x in fractions(p, args.fractions) for f in args.families]
     return acc16 + fid + acc32
 
 
-def done_units(paths: list[Path]) -> set[tuple[str, str, str, str]]:
-    """Units with rows in earlier results files (a unit writes its file only when complete)."""
+def group_units(cells: list[Cell]) -> list[Unit]:
+    """Accuracy: one unit per (policy, dtype, L) over its families, so one process compiles
+    that decode step once and reuses it for every family. Fidelity: one unit per policy over
+    its Ls and families, so each family's dense reference (eager, the slow part) is decoded
+    once per policy, not once per L. First-seen order kept."""
+    units: dict[tuple, tuple[dict, dict]] = {}
+    for mode, fam, policy, dtype, frac in cells:
+        key = (mode, policy, dtype) + ((frac,) if mode == "accuracy" else ())
+        fracs, fams = units.setdefault(key, ({}, {}))
+        fracs[frac], fams[fam] = None, None  # ordered sets
+    return [(*key[:3], tuple(fracs), tuple(fams)) for key, (fracs, fams) in units.items()]
+
+
+def done_cells(paths: list[Path]) -> set[Cell]:
+    """Cells with a row (or a skip, e.g. a budget too small for the policy) in earlier results
+    files (a unit writes its file only when complete)."""
     done = set()
     for path in paths:
         data = json.loads(path.read_text())
         mode = "fidelity" if path.name.startswith("fidelity") else "accuracy"
         for r in data["rows"] + data.get("skipped", []):
             dtype = r.get("dtype", "bfloat16") if mode == "accuracy" else "bfloat16"
-            done.add((mode, r.get("family") or "registers", r["policy"].split("@")[0], dtype))
+            done.add((mode, r.get("family") or "registers", r["policy"].split("@")[0], dtype,
+                      _key(r["budget_fraction"])))
     return done
 
 
-def unit_command(args, unit, out: Path) -> list[str]:
-    mode, fam, policy, dtype = unit
-    common = ["--model", str(args.model), "--families", fam, "--policies", policy,
-              "--decode-tokens", str(args.decode_tokens), "--dtype", dtype,
-              "--out-dir", str(out), "--tag", "_".join(unit), "--no-progress"]
+def _key(fraction: float) -> float:
+    """A budget fraction as a cell key (1/3 read back from JSON equals 1/3 passed in)."""
+    return round(float(fraction), 9)
+
+
+def unit_name(unit: Unit) -> str:
+    mode, policy, dtype, fracs, _ = unit
+    return f"{mode}_{policy}_{dtype}_" + "_".join(f"{f:g}" for f in fracs)
+
+
+def unit_command(args, unit: Unit, out: Path) -> list[str]:
+    mode, policy, dtype, fracs, fams = unit
+    common = ["--model", str(args.model), "--families", *fams, "--policies", policy,
+              "--fractions", *map(str, fracs), "--decode-tokens", str(args.decode_tokens),
+              "--dtype", dtype, "--out-dir", str(out), "--tag", unit_name(unit), "--no-progress"]
     if mode == "accuracy":
         return [sys.executable, "-m", "bench.accuracy", "accuracy", *common, "--n", str(args.n),
-                "--batch-size", str(args.n), "--no-reference", "--no-plot",
-                "--fractions", *map(str, args.fractions)]
+                "--batch-size", str(args.n), "--no-reference", "--no-plot"]
     return [sys.executable, "-m", "bench.accuracy", "fidelity", *common, "--data", "task",
-            "--n", str(args.fidelity_n), "--fractions", *map(str, args.fidelity_fractions)]
+            "--n", str(args.fidelity_n)]
 
 
 def gpu_count() -> int:
@@ -120,19 +160,21 @@ def run_units(args, units, work: Path) -> list[dict]:
                 if not queue or left < args.unit_seconds:
                     return
                 unit = queue.pop(0)
-            start = time.monotonic()
-            with open(work / f"{'_'.join(unit)}.log", "w") as f:
+            start, name = time.monotonic(), unit_name(unit)
+            with open(work / f"{name}.log", "w") as f:
                 try:
                     rc = subprocess.run(unit_command(args, unit, work), stdout=f, stderr=subprocess.STDOUT,
                                         env=env, timeout=max(1.0, left - 15)).returncode
                 except subprocess.TimeoutExpired:
                     rc = "cut off by the cap"
-            entry = {"unit": "/".join(unit), "rc": rc, "seconds": round(time.monotonic() - start, 1)}
+            entry = {"unit": name, "families": list(unit[4]), "rc": rc,
+                     "seconds": round(time.monotonic() - start, 1),
+                     "family_seconds": family_seconds(work / f"{unit[0]}_{name}.json")}
             with lock:
                 log.append(entry)
             print(json.dumps(entry), flush=True)
             if rc != 0:
-                tail = (work / f"{'_'.join(unit)}.log").read_text()[-2000:]
+                tail = (work / f"{name}.log").read_text()[-2000:]
                 print(f"--- {entry['unit']} failed:\n{tail}", flush=True)
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(procs)]
@@ -143,6 +185,14 @@ def run_units(args, units, work: Path) -> list[dict]:
     for t in threads:
         t.join()
     return log
+
+
+def family_seconds(path: Path) -> dict[str, float] | None:
+    """Seconds per family of a finished accuracy unit (the first includes the compile, the
+    others show whether the compiled step was reused); None for fidelity or a failed unit."""
+    if not path.exists():
+        return None
+    return {r["family"]: r["seconds"] for r in json.loads(path.read_text())["rows"] if "seconds" in r} or None
 
 
 def merge_fidelity(paths: list[Path], out: Path, tag: str) -> Path | None:
@@ -169,11 +219,11 @@ def merge_fidelity(paths: list[Path], out: Path, tag: str) -> Path | None:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    done = done_units(args.resume)
-    units = [u for u in all_units(args) if u not in done]
-    print(json.dumps({"to_run": len(units), "already_done": len(done)}), flush=True)
+    done = done_cells(args.resume)
+    units = group_units([c for c in all_cells(args) if c not in done])
+    print(json.dumps({"to_run": len(units), "cells_done": len(done)}), flush=True)
     if args.dry_run:
-        print("\n".join("/".join(u) for u in units))
+        print("\n".join(f"{unit_name(u)}: {' '.join(u[4])}" for u in units))
         return
     args.out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="acc_units_") as tmp:
@@ -184,10 +234,10 @@ def main(argv=None) -> None:
         if acc:
             merge_results(acc, args.out_dir, args.tag)
         merge_fidelity(fid, args.out_dir, args.tag)
-    left = [u for u in all_units(args) if u not in done_units(
-        [p for p in (args.out_dir / f"accuracy_{args.tag}.json",
-                     args.out_dir / f"fidelity_{args.tag}.json") if p.exists()])]
-    print(json.dumps({"ran": log, "units_left": ["/".join(u) for u in left]}), flush=True)
+    done = done_cells([p for p in (args.out_dir / f"accuracy_{args.tag}.json",
+                                   args.out_dir / f"fidelity_{args.tag}.json") if p.exists()])
+    left = group_units([c for c in all_cells(args) if c not in done])
+    print(json.dumps({"ran": log, "units_left": [unit_name(u) for u in left]}), flush=True)
 
 
 if __name__ == "__main__":

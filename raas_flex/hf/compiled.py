@@ -6,11 +6,18 @@ path: decode never reads it (pads are never in the pool) and its growing length 
 recompile every step. The keep-all overflow flag is checked after the call, on the host.
 With cuda_graph=True the compiled step is captured once per cache and replayed
 (raas_flex.hf.graphs), which removes the per-kernel launch cost on the GPU.
+
+Dynamo keeps a compiled graph only for the backend object it was built with (its
+BACKEND_MATCH guard), so every CompiledDecode of one model shares one backend: after
+remove_raas, a later apply_raas with the same settings on the same model (the accuracy
+table's next task family) reuses the graph instead of compiling it again. Another model
+gets its own backend, so no graph is shared across models.
 """
 
 from __future__ import annotations
 
 import inspect
+import weakref
 from typing import Callable
 
 import torch
@@ -21,10 +28,33 @@ from raas_flex.hf.compat import cache_argument
 from raas_flex.hf.graphs import CudaStepGraph, GraphedDecode, StepGraph
 
 
+class _ModelBackend:
+    """The one backend of a model's compiled decode (see the module doc): it hands each graph
+    to the CompiledDecode whose call is running, so `graphs` counts per CompiledDecode."""
+
+    def __init__(self) -> None:
+        self.running: CompiledDecode | None = None
+
+    def __call__(self, gm: torch.fx.GraphModule, example_inputs):
+        return self.running._backend(gm, example_inputs)
+
+
+_BACKENDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> _ModelBackend
+
+
+def _model_backend(forward: Callable) -> _ModelBackend:
+    """The shared backend of the model whose bound forward this is (a new one otherwise)."""
+    owner = getattr(forward, "__self__", None)
+    if owner is None:
+        return _ModelBackend()
+    return _BACKENDS.setdefault(owner, _ModelBackend())
+
+
 class CompiledDecode:
     """Dispatches a model's forward: compiled for decode steps, eager otherwise.
 
-    `graphs` counts the graphs compiled so far (a recompile adds one), for tests and logs.
+    `graphs` counts the graphs this CompiledDecode compiled (a recompile adds one; a graph an
+    earlier apply_raas on the same model built is reused and adds none), for tests and logs.
     """
 
     def __init__(self, forward: Callable, cuda_graph: bool = False,
@@ -35,8 +65,9 @@ class CompiledDecode:
         self.__wrapped__ = forward
         self.__signature__ = inspect.signature(forward)
         self.graphs = 0
+        self.shared = _model_backend(forward)
         self.compiled = torch.compile(forward, fullgraph=True, dynamic=False,
-                                      backend=self._backend)
+                                      backend=self.shared)
         self.graphed = GraphedDecode(self.compiled, new_graph) if cuda_graph else None
 
     def _backend(self, gm: torch.fx.GraphModule, example_inputs):
@@ -59,12 +90,13 @@ class CompiledDecode:
         sinks = any(getattr(layer.pool, "sinks", None) is not None for layer in cache.layers)
         step.refuse_sinks_off_cuda(sinks, ids.device, "Use apply_raas(..., compile=False) "
                                    "there (eager flex returns it).")
-        if self.graphed is None:
-            out = self.compiled(**kwargs)
-        elif self.graphed.new_graph is CudaStepGraph and not ids.is_cuda:
+        if self.graphed is not None and self.graphed.new_graph is CudaStepGraph and not ids.is_cuda:
             raise ValueError(f"cuda_graph=True needs the model on a CUDA device (inputs are on "
                              f"{ids.device}); apply_raas(..., cuda_graph=False) elsewhere.")
-        else:
-            out = self.graphed(cache, kwargs)
+        self.shared.running = self
+        try:
+            out = self.compiled(**kwargs) if self.graphed is None else self.graphed(cache, kwargs)
+        finally:
+            self.shared.running = None  # no lasting reference from the backend to the model
         cache.check_overflow()
         return out

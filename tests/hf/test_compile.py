@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from tests._hf_common import eager_then_compiled, fast_cpu, greedy, prompts  # noqa: F401
-from raas_flex import remove_raas
+from raas_flex import apply_raas, remove_raas
 from raas_flex.hf.graphs import GraphedDecode
+from raas_flex.hf.state import raas_state
 from raas_flex.hf.tiny import tiny_model
 from tests.fake_graph import FakeStepGraph
 
@@ -37,6 +38,15 @@ def test_compiled_decode_one_graph_same_tokens():
     assert FakeStepGraph.replays >= NEW_TOKENS - 3  # warm step and prefill run directly
     remove_raas(model)
     assert "forward" not in vars(model)
+
+    # apply_raas again with the same options (as the accuracy table does per task family):
+    # the model's shared backend lets Dynamo reuse the graph built above, no compile
+    apply_raas(model, compile=True, budget=64, page_size=16)
+    torch._dynamo.utils.counters.clear()
+    assert torch.equal(greedy(model, ids, mask, NEW_TOKENS), eager)
+    assert raas_state(model).compiled.graphs == 0
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 0
+    remove_raas(model)
 
 
 def test_compiled_rkv_decode_one_graph_same_tokens():
