@@ -217,3 +217,19 @@ def test_cli_passes_the_decode_options_to_apply_raas(tiny_model, tmp_path, monke
               "--fractions", "0.25", "--slack", "1", "--out-dir", str(tmp_path), "--no-plot",
               "--no-progress", "--no-reference", "--policies", "raas", "--compile", "no"])
     assert rec.calls[0][3]["compile"] is False and rec.calls[0][3]["cuda_graph"] is False
+
+
+def test_one_pass_dense_reference_equals_the_stepwise_decode(tiny_model):
+    """fidelity's dense reference is one causal forward; a forced step-by-step generate()
+    gives the same log-probabilities (fp32, up to kernel rounding)."""
+    from bench.accuracy.harness.fidelity import dense_logprobs, stepwise_dense_logprobs
+
+    gen = torch.Generator().manual_seed(0)
+    prompts = torch.randint(5, 137, (3, 9), generator=gen).tolist()
+    targets = torch.randint(5, 137, (3, 20), generator=gen).tolist()
+    one_pass = dense_logprobs(tiny_model, prompts, targets)
+    stepwise = stepwise_dense_logprobs(tiny_model, prompts, targets)
+    assert one_pass.shape == stepwise.shape == (3, 20, tiny_model.config.vocab_size)
+    assert torch.allclose(one_pass, stepwise, atol=1e-4)
+    shifted = dense_logprobs(tiny_model, [p[1:] for p in prompts], targets)  # another text
+    assert not torch.allclose(shifted, stepwise, atol=1e-2)
