@@ -4,15 +4,13 @@ and RaaS with evictions, are equal (2 CPU processes over gloo)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
 import raas_flex as rf
 from bench.e2e.sharded_llama import build_sharded_llama
+from tests.distributed import torchrun
 
 PROMPT = [(7 * i + 3) % 500 + 2 for i in range(40)]
 
@@ -27,11 +25,8 @@ def one_process() -> dict:
 
 
 def ranks(world: int, out) -> list[dict]:
-    env = dict(os.environ, TP_TEST_PROMPT=json.dumps(PROMPT), OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(world),
-           "--master_port", "29521", "tests/bench/sharded_worker.py", str(out)]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    done = torchrun(world, ["tests/bench/sharded_worker.py", str(out)],
+                    env={"TP_TEST_PROMPT": json.dumps(PROMPT)})
     assert done.returncode == 0, done.stderr[-4000:]
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(world)]
 

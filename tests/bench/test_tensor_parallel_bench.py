@@ -5,9 +5,6 @@ of the real shapes (no model built)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
@@ -15,6 +12,7 @@ from bench.e2e.models import llama_config
 from bench.e2e.serve import DENSE
 from bench.e2e.serve_sizing import GIB
 from bench.e2e.tensor_parallel import first_difference, main, parse_args, plan
+from tests.distributed import torchrun
 
 pytestmark = pytest.mark.hf
 
@@ -30,12 +28,8 @@ ROW_KEYS = {"gpus", "model", "method", "batch", "decode_tokens", "tokens_per_s",
 def runs(tmp_path_factory) -> tuple[dict, dict]:
     out = tmp_path_factory.mktemp("tp_bench")
     one = main(RUN + ["--write-reference", str(out / "ref.json"), "--out", str(out / "one.json")])
-    env = dict(os.environ, OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_port", "29523", "-m", "bench.e2e.tensor_parallel", *RUN,
-           "--reference", str(out / "ref.json"), "--out", str(out / "two.json")]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    done = torchrun(2, ["-m", "bench.e2e.tensor_parallel", *RUN,
+                        "--reference", str(out / "ref.json"), "--out", str(out / "two.json")])
     assert done.returncode == 0, done.stderr[-4000:]
     two = json.loads((out / "two.json").read_text())["runs"]
     assert len(two) == 1

@@ -17,6 +17,7 @@ from raas_flex.hf.tensor_parallel import check_tensor_parallel
 from raas_flex.hf.tiny import tiny_model
 from raas_flex.policies import policy_class
 from tests._hf_common import WORDS, greedy, save_word_tokenizer
+from tests.distributed import torchrun
 
 pytestmark = pytest.mark.hf
 
@@ -36,12 +37,8 @@ def saved(tmp_path_factory):
 def ranks(saved, tmp_path_factory) -> list[dict]:
     _, path = saved
     out = tmp_path_factory.mktemp("tp_out")
-    env = dict(os.environ, TP_TEST_PROMPT=json.dumps(PROMPT), OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(RANKS),
-           "--master_port", "29517", "tests/hf/tp_worker.py", str(path), str(out),
-           str(BUDGET), str(NEW)]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    done = torchrun(RANKS, ["tests/hf/tp_worker.py", str(path), str(out), str(BUDGET), str(NEW)],
+                    env={"TP_TEST_PROMPT": json.dumps(PROMPT)})
     assert done.returncode == 0, done.stderr[-4000:]
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(RANKS)]
 
@@ -99,9 +96,7 @@ def test_cli_generate_under_torchrun(tmp_path) -> None:
                PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]))
     argv = ["generate", "--model", str(path), "--device", "cpu", "--prompt", " ".join(WORDS[:9]),
             "--max-new-tokens", "40", "--budget", "48", "--no-progress"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(RANKS),
-           "--master_port", "29518", "-m", "raas_flex.cli", *argv]
-    sharded = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    sharded = torchrun(RANKS, ["-m", "raas_flex.cli", *argv])
     assert sharded.returncode == 0, sharded.stderr[-4000:]
     one = subprocess.run([sys.executable, "-m", "raas_flex.cli", *argv], env=env,
                          capture_output=True, text=True, timeout=600)
