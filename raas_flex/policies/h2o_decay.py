@@ -14,7 +14,8 @@ whole chain) stays high. Default gamma = 0.98: a half-life of log(0.5) / log(0.9
 steps, about 2.6 chain steps of 13 tokens; a value dead for 10 chain steps (130 tokens)
 keeps 0.98^130 ~ 7 % of its score, and under 5 % after 150 tokens (~11.5 chain steps).
 A page's score stays below 1 / (1 - gamma) = 50 (its mass is at most 1 a step), far under
-h2o's window key.
+h2o's window key. The cost: a value dormant for long and then read again (recall) is
+forgotten sooner than under h2o.
 Deviations from h2o [project choice]: the decay, nothing else (page granularity, the GQA
 max, accumulation from the first decode step, zero for a newly opened page, as h2o).
 O(L) memory (one float per held page) and O(L) time per step, as h2o.
