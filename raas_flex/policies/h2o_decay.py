@@ -8,7 +8,7 @@ score <- gamma * score + mass. gamma = 1 is h2o step for step.
 
 Why: h2o's accumulator never forgets. A page read heavily for a few steps and then dead (a
 register's value read twice, then overwritten) keeps its large sum and crowds out pages
-needed later. With decay, a score reflects recent reading: a dead page's mass halves every
+needed later. With decay, a score reflects recent reading: a dead page's score halves every
 log(0.5) / log(gamma) steps, while a page that is read again and again (a lemma used for the
 whole chain) stays high. Default gamma = 0.98: a half-life of log(0.5) / log(0.98) ~ 34
 steps, about 2.6 chain steps of 13 tokens; a value dead for 10 chain steps (130 tokens)

@@ -78,4 +78,5 @@ def test_compiled_decay_step_is_one_graph_and_matches_eager() -> None:
     fast, slow = compiled_and_eager(config, seq)
     for a, b in zip(fast.held, slow.held):
         assert torch.equal(a, b)
-    assert any((h != causal_positions(seq, t)).any() for t, h in enumerate(fast.held)), "no eviction"
+    assert any((h != causal_positions(seq, t)).any()
+               for t, h in enumerate(fast.held)), "no eviction"
