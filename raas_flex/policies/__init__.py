@@ -10,6 +10,7 @@ from __future__ import annotations
 from raas_flex.policies.base import Policy, PolicyOptions
 from raas_flex.policies.dense import DensePolicy
 from raas_flex.policies.h2o import H2OPolicy
+from raas_flex.policies.h2o_decay import H2ODecayPolicy
 from raas_flex.policies.hsr import HSRPolicy
 from raas_flex.policies.lazy_eviction import LazyEvictionPolicy
 from raas_flex.policies.lessismore import LessIsMorePolicy
@@ -34,6 +35,7 @@ _REGISTRY: dict[str, type[Policy]] = {
     HSRPolicy.name: HSRPolicy,
     RaaSHSRPolicy.name: RaaSHSRPolicy,
     RaaSGuardPolicy.name: RaaSGuardPolicy,  # ours: raas with a recency guard (issue 17)
+    H2ODecayPolicy.name: H2ODecayPolicy,  # ours: h2o with a decaying accumulator (issue 17)
     # reasoning-specific peers (issue 20)
     RKVPolicy.name: RKVPolicy,
     LazyEvictionPolicy.name: LazyEvictionPolicy,

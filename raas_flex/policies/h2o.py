@@ -46,7 +46,7 @@ class H2OOptions(PolicyOptions):
 
     def __post_init__(self) -> None:
         if not 0.0 < self.recent_ratio < 1.0:
-            raise ValueError(f"h2o_recent_ratio={self.recent_ratio} must lie in (0, 1); "
+            raise ValueError(f"{self.prefix}recent_ratio={self.recent_ratio} must lie in (0, 1); "
                              "the paper splits heavy:recent 1:1 (0.5).")
 
 

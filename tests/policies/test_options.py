@@ -11,6 +11,7 @@ import pytest
 from raas_flex import RaaSConfig, make_policy, new_layer_cache
 from raas_flex.policies import available_policies, policy_class
 from raas_flex.policies.h2o import H2OOptions
+from raas_flex.policies.h2o_decay import H2ODecayOptions
 from raas_flex.policies.hsr import HSROptions
 from raas_flex.policies.raas_guard import RaaSGuardOptions
 from raas_flex.policies.lazy_eviction import LazyEvictionOptions
@@ -24,9 +25,10 @@ from tests.policy_harness import PEERS, settings_for
 
 def test_peers_are_registered_with_documented_defaults() -> None:
     assert set(PEERS) == {"quest", "h2o", "streaming", "recycled", "random", "hsr", "raas_hsr",
-                          "raas_guard", "rkv", "lazy_eviction", "lessismore"}
+                          "raas_guard", "h2o_decay", "rkv", "lazy_eviction", "lessismore"}
     assert RaaSGuardOptions().recent_ratio == 0.5  # half the budget guarded, half RaaS's
     assert H2OOptions().recent_ratio == 0.5  # H2O's 1:1 heavy:recent split
+    assert (H2ODecayOptions().recent_ratio, H2ODecayOptions().gamma) == (0.5, 0.98)
     assert StreamingOptions().sinks == 1  # one page holds StreamingLLM's 4 sink tokens
     assert RecycledOptions().period == 10
     assert (RKVOptions().buffer, RKVOptions().window, RKVOptions().mix_lambda,
@@ -60,6 +62,12 @@ def test_every_config_holds_its_policys_options(name) -> None:
     (HSROptions, "epsilon", 1.0, ValueError, "(0, 1)"),
     (RandomOptions, "seed", -3, ValueError, ">= 0"),
     (RaaSGuardOptions, "recent_ratio", 1.0, ValueError, "must lie in"),
+    (H2ODecayOptions, "recent_ratio", 1.0, ValueError, "h2o_decay_recent_ratio"),
+    (H2ODecayOptions, "gamma", 0.0, ValueError, "(0, 1]"),
+    (H2ODecayOptions, "gamma", 1.5, ValueError, "1 is h2o"),
+    (H2ODecayOptions, "gamma", float("nan"), ValueError, "(0, 1]"),
+    (H2ODecayOptions, "gamma", "0.98", TypeError, "float"),
+    (H2ODecayOptions, "gamma", True, TypeError, "float"),
     (RaaSGuardOptions, "recent_ratio", "half", TypeError, "float"),
     (RKVOptions, "buffer", 0, ValueError, ">= 1"),
     (RKVOptions, "pool_kernel", 4, ValueError, "odd"),
