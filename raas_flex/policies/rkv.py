@@ -35,10 +35,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from raas_flex.attention.logit_mods import cap_logits
 from raas_flex.cache.pool import LayerCache
 from raas_flex.policies.base import ConfigView, PolicyOptions, check_int
 from raas_flex.policies.periodic import PeriodicCompressionPolicy, check_room, held_token_mask
+from raas_flex.policies.scores import layer_softmax
 from raas_flex.sizing import MIN_DECODE_PAGES
 
 QUERIES = "rkv_queries"  # [B, H, window, G, D] float32: the last `window` queries
@@ -154,12 +154,10 @@ def observed_importance(ring: torch.Tensor, recorded: torch.Tensor, cache: Layer
     N = cache.k.shape[2]
     held = held_token_mask(cache)  # [B, H, N]
     logits = ring.view(B, H, W * G, D) @ cache.k.float().transpose(-1, -2)
-    logits = cap_logits(logits.view(B, H, W, G, N).amax(3) * scale, cache.softcap)  # [B, H, W, N]
-    logits = logits.masked_fill(~held[:, :, None], float("-inf"))
-    if cache.sinks is not None:  # the sink joins the softmax (group max, like the logits)
-        sink = cache.sinks.float().amax(-1)[None, :, None, None].expand(B, H, W, 1)
-        logits = torch.cat([logits, sink], dim=-1)
-    probs = torch.softmax(logits, dim=-1)[..., :N]
+    logits = logits.view(B, H, W, G, N).amax(3) * scale  # [B, H, W, N]
+    # the sink joins the softmax as a group max too (the cap is monotone: max, then cap)
+    sink = None if cache.sinks is None else cache.sinks.amax(-1)[None, :, None, None]
+    probs = layer_softmax(logits, held[:, :, None], cache, sink)
     weight = recorded.float()[:, None, :, None]  # [B, 1, W, 1]
     mean = (probs * weight).sum(2) / weight.sum(2).clamp(min=1)  # [B, H, N]
     P = cache.page_size

@@ -54,24 +54,31 @@ def head_page_bound(qf: torch.Tensor, cache: LayerCache) -> torch.Tensor:
             + qf.clamp(max=0) @ cache.kmin.transpose(-1, -2))
 
 
+def layer_softmax(logits: torch.Tensor, seen: torch.Tensor, cache: LayerCache,
+                  sink: torch.Tensor | None) -> torch.Tensor:
+    """Softmax of scaled logits [..., N] over the `seen` tokens (broadcastable bool) under the
+    layer's own logit rules: the softcap, and the sink logit [..., 1] (None: no sinks) in the
+    softmax and then dropped, so the weights sum to 1 - the sink's share, as the model
+    attends. float32 [..., N], 0 where not seen."""
+    N = logits.shape[-1]
+    logits = cap_logits(logits.float(), cache.softcap).masked_fill(~seen, float("-inf"))
+    if sink is not None:  # the sink column joins the softmax, then is dropped
+        logits = torch.cat([logits, sink.float().expand(*logits.shape[:-1], 1)], dim=-1)
+    probs = torch.softmax(logits, dim=-1)[..., :N]
+    return torch.nan_to_num(probs)  # a (never expected) fully hidden row
+
+
 def token_weights(q: torch.Tensor, cache: LayerCache, scale: float,
                   seen: torch.Tensor) -> torch.Tensor:
     """Softmax weight of every pool token for each query head, over the `seen` tokens and
-    under the layer's own logit rules: softcapped logits, and the sink's share taken out
-    of the softmax (the weights then sum to 1 - the sink's share, as the model attends).
+    under the layer's own logit rules (layer_softmax).
 
     q: [B, H, G, D]; seen: [B, H, 1, S*P] bool. Returns [B, H, G, S*P] float32, 0 where
     not seen.
     """
-    B, H, G, _ = q.shape
-    N = cache.k.shape[2]
     logits = (q.float() @ cache.k.float().transpose(-1, -2)) * scale  # [B, H, G, S*P]
-    logits = cap_logits(logits, cache.softcap).masked_fill(~seen, float("-inf"))
-    if cache.sinks is not None:  # the sink column joins the softmax, then is dropped
-        sink = cache.sinks.float()[None, :, :, None].expand(B, H, G, 1)
-        logits = torch.cat([logits, sink], dim=-1)
-    probs = torch.softmax(logits, dim=-1)[..., :N]
-    return torch.nan_to_num(probs)  # a (never expected) fully hidden row
+    sink = None if cache.sinks is None else cache.sinks[None, :, :, None]  # [1, H, G, 1]
+    return layer_softmax(logits, seen, cache, sink)
 
 
 def page_mass(q: torch.Tensor, cache: LayerCache, scale: float,
