@@ -222,7 +222,12 @@ def test_cli_passes_the_decode_options_to_apply_raas(tiny_model, tmp_path, monke
 def test_one_pass_dense_reference_equals_the_stepwise_decode(tiny_model):
     """fidelity's dense reference is one causal forward; a forced step-by-step generate()
     gives the same log-probabilities (fp32, up to kernel rounding)."""
-    from bench.accuracy.harness.fidelity import dense_logprobs, stepwise_dense_logprobs
+    from bench.accuracy.harness.fidelity import dense_logprobs, forced_decode
+
+    def stepwise_dense_logprobs(model, prompts, targets) -> torch.Tensor:
+        steps = []
+        forced_decode(model, prompts, targets, lambda t, s: steps.append(torch.log_softmax(s, -1)))
+        return torch.stack(steps, dim=1)
 
     gen = torch.Generator().manual_seed(0)
     prompts = torch.randint(5, 137, (3, 9), generator=gen).tolist()

@@ -103,13 +103,6 @@ def dense_logprobs(model, prompts, targets) -> torch.Tensor:
     return torch.log_softmax(logits[:, P - 1: P - 1 + T].float(), -1)
 
 
-def stepwise_dense_logprobs(model, prompts, targets) -> torch.Tensor:
-    """dense_logprobs by forced step-by-step generate(): the check of the one-pass form."""
-    steps = []
-    forced_decode(model, prompts, targets, lambda t, s: steps.append(torch.log_softmax(s, -1)))
-    return torch.stack(steps, dim=1)
-
-
 def compare(model, prompts, targets, reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row and step: KL(dense || this model) [B, T] and top-1 agreement [B, T] (bool)."""
     kls, agree = [], []
