@@ -24,10 +24,10 @@ SHAPES: dict[str, dict] = {
     "llama-3-70b": dict(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80,
                         num_attention_heads=64, num_key_value_heads=8, head_dim=128,
                         vocab_size=128256, tie_word_embeddings=False),
-    # tensor-parallel tests: 4 kv heads split over 2 ranks; weights wide enough (std 0.2)
-    # that greedy tokens vary
+    # tensor-parallel tests: 4 kv heads split over 2 ranks, 8 q heads per kv head as in
+    # Llama-3-70B; weights wide enough (std 0.2) that greedy tokens vary
     "tiny-tp": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                    num_attention_heads=8, num_key_value_heads=4, head_dim=16, vocab_size=512,
+                    num_attention_heads=32, num_key_value_heads=4, head_dim=16, vocab_size=512,
                     tie_word_embeddings=False, initializer_range=0.2),
 }
 
