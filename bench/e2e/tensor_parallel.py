@@ -19,7 +19,10 @@ each rank. Before timing, a greedy check (generate(), eager): a --check-prompt-t
 --check-new tokens, dense and RaaS with an evicting budget and with one above the length.
 --write-reference saves those tokens (the 1-GPU run); --reference compares against them (the
 N-GPU run); without a reference, RaaS above the length is compared with dense under the same
-sharding. Rows say what was compared.
+sharding. Rows say what was compared. The check also keeps, per new token up to the first
+difference, dense's top-2 logit margin and the largest logit difference of RaaS above the
+length (logit_agreement): it tells a near-tie flip from bf16 rounding apart from a wrong
+attention, where fp32 does not fit (the 70B shape).
 
 Rank 0 appends one run to --out (default bench/results/e2e/serving_tp_<device>.json) and
 rewrites the file after every cell, so a run cut short keeps its rows. Peak memory is each
@@ -174,19 +177,41 @@ def check_tokens(model, args) -> dict:
     total = args.check_prompt + args.check_new
     above = (total // args.page_size + 1) * args.page_size
 
-    def generate() -> list[int]:
+    def generate() -> tuple[list[int], list[torch.Tensor]]:
         out = model.generate(ids, attention_mask=torch.ones_like(ids),
-                             max_new_tokens=args.check_new, do_sample=False)
-        return out[0, args.check_prompt:].tolist()
+                             max_new_tokens=args.check_new, do_sample=False,
+                             output_logits=True, return_dict_in_generate=True)
+        return out.sequences[0, args.check_prompt:].tolist(), [x[0] for x in out.logits]
 
-    tokens = {"dense": generate()}
+    tokens, logits = {}, {}
+    tokens["dense"], logits["dense"] = generate()
     for key, budget in (("raas", args.check_budget), ("raas_full", above)):
         raas_flex.apply_raas(model, budget=budget, page_size=args.page_size)
         try:
-            tokens[key] = generate()
+            tokens[key], logits[key] = generate()
         finally:
             raas_flex.remove_raas(model)
-    return dict(tokens=tokens, budgets={"raas": args.check_budget, "raas_full": above})
+    upto = first_difference((tokens["raas_full"], tokens["dense"]))
+    return dict(tokens=tokens, budgets={"raas": args.check_budget, "raas_full": above},
+                logits_raas_full_vs_dense=logit_agreement(logits["dense"], logits["raas_full"],
+                                                          upto))
+
+
+def logit_agreement(dense: list[torch.Tensor], other: list[torch.Tensor],
+                    upto: int | None) -> list[dict]:
+    """Per new token up to the first differing one (both paths fed the same tokens so far):
+    dense's top-1 minus top-2 logit, the largest |dense - other| logit difference and the
+    spread (std) of dense's logits. Why: a flip where the difference stays a small share of
+    the spread at every step and only beats a near-tied margin is rounding; a difference on
+    the scale of the spread is a wrong attention. Each tensor: [vocab]."""
+    steps = len(dense) if upto is None else upto + 1
+    rows = []
+    for i in range(min(steps, len(dense), len(other))):
+        a, b = dense[i].float(), other[i].float()
+        top = a.topk(2).values
+        rows.append(dict(step=i, dense_margin=float(top[0] - top[1]),
+                         max_abs_diff=float((a - b).abs().max()), dense_std=float(a.std())))
+    return rows
 
 
 def check_settings(args, model: str) -> dict:
@@ -316,6 +341,8 @@ def run_all(args, ranks: Ranks, run: dict, write) -> None:
         run["check_s"] = round(time.time() - t0 - run["build_s"], 1)
         if args.write_reference and ranks.rank == 0:
             write_result(args.write_reference, check)
+        if ranks.rank == 0:
+            print(_logit_line(check["logits_raas_full_vs_dense"]), flush=True)
     compared = comparisons(check, reference, ranks.world)
     write()
     facts = dict(model=args.model, weights_bytes=local_weight_bytes(model),
@@ -342,6 +369,14 @@ def run_all(args, ranks: Ranks, run: dict, write) -> None:
             print(_line(row), flush=True)
         if ranks.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def _logit_line(rows: list[dict]) -> str:
+    last = rows[-1]
+    return (f"check logits, RaaS above the length vs dense, steps 0..{last['step']}: largest "
+            f"|diff| {max(r['max_abs_diff'] for r in rows):.3g} (dense logit std "
+            f"{last['dense_std']:.3g}); at step {last['step']} dense's top-2 margin "
+            f"{last['dense_margin']:.3g}, |diff| {last['max_abs_diff']:.3g}")
 
 
 def _line(r: dict) -> str:

@@ -11,7 +11,7 @@ import pytest
 from bench.e2e.models import llama_config
 from bench.e2e.serve import DENSE
 from bench.e2e.serve_sizing import GIB
-from bench.e2e.tensor_parallel import first_difference, main, parse_args, plan
+from bench.e2e.tensor_parallel import first_difference, logit_agreement, main, parse_args, plan
 from tests.distributed import torchrun
 
 pytestmark = pytest.mark.hf
@@ -41,6 +41,11 @@ def test_two_processes_match_one(runs) -> None:
     assert not one["errors"] and not two["errors"] and not two["skipped"]
     assert one["check"]["tokens"]["raas"] != one["check"]["tokens"]["dense"]  # it evicted
     assert two["check"]["tokens"] == one["check"]["tokens"]
+    for run in (one, two):  # fp32, RaaS above the length == dense: every step's logits agree
+        logits = run["check"]["logits_raas_full_vs_dense"]
+        assert [r["step"] for r in logits] == list(range(48))
+        assert all(r["max_abs_diff"] < 1e-4 * r["dense_std"] for r in logits)
+        assert all(r["dense_margin"] >= 0 for r in logits)
     rows_one = {r["method"]: r for r in one["rows"]}
     rows_two = {r["method"]: r for r in two["rows"]}
     assert set(rows_two) == {DENSE, "raas"}
@@ -84,3 +89,14 @@ def test_first_difference_names_the_earliest_mismatch() -> None:
     assert first_difference(([1, 2, 3], [1, 2, 3]), ([4, 5, 6], [4, 5, 7])) == 2
     assert first_difference(([1, 9, 3], [1, 2, 3]), ([4, 5, 6], [4, 5, 7])) == 1
     assert first_difference(([1, 2], [1, 2, 3])) == 2  # one run stopped early
+
+
+def test_logit_agreement_stops_at_the_first_difference() -> None:
+    import torch
+    dense = [torch.tensor([3.0, 1.0, 0.0]), torch.tensor([2.0, 1.9, 0.0]), torch.tensor([0.0] * 3)]
+    other = [torch.tensor([3.0, 1.0, 0.5]), torch.tensor([1.8, 2.0, 0.0]), torch.tensor([9.0] * 3)]
+    rows = logit_agreement(dense, other, upto=1)
+    assert [r["step"] for r in rows] == [0, 1]
+    assert rows[0]["dense_margin"] == 2.0 and rows[0]["max_abs_diff"] == 0.5
+    assert abs(rows[1]["dense_margin"] - 0.1) < 1e-6 and abs(rows[1]["max_abs_diff"] - 0.2) < 1e-6
+    assert len(logit_agreement(dense, other, upto=None)) == 3
