@@ -155,9 +155,27 @@ def merge_results(inputs: list[Path], out_dir: Path, tag: str, plot: bool = True
             rows[(r["family"], r["policy"], r["budget_fraction"], r["dtype"])] = r
     skipped = [s for run in runs for s in run["skipped"]]
     payload = {"rows": list(rows.values()), "skipped": skipped, "settings": runs[0]["settings"],
-               "merged_from": [str(p) for p in inputs], "meta": runs[-1]["meta"]}
+               "merged_from": [src for path, run in zip(inputs, runs)
+                               for src in run.get("merged_from", [str(path)])],
+               "calls": merged_calls(runs), "meta": runs[-1]["meta"]}
     _write_accuracy(out_dir, tag, payload, plot)
     return payload
+
+
+CALL_KEYS = ("git_commit", "device", "torch", "transformers")
+
+
+def merged_calls(runs: list[dict]) -> list[dict]:
+    """Where and from which commit each merged run came, in order, each once. Why: a table
+    grown over several GPU calls (a merge of merges) must still name every call's commit and
+    versions, not only the last one's `meta`."""
+    calls: list[dict] = []
+    for run in runs:
+        meta = run["meta"]
+        for call in run.get("calls") or [{k: meta.get(k) for k in CALL_KEYS}]:
+            if call not in calls:
+                calls.append(call)
+    return calls
 
 
 def pool_label(policy: str, settings: dict) -> str:

@@ -189,6 +189,27 @@ def test_cli_fidelity_on_task_text(tiny_model, tmp_path, monkeypatch):
     assert [c[:2] for c in rec.calls] == [("dense", 144), ("raas", 64)]
 
 
+def test_a_merge_of_merges_names_every_source_and_call(tmp_path):
+    def run(policy: str, commit: str, merged_from: list[str] | None = None) -> dict:
+        row = {"policy": policy, "budget_fraction": 0.5, "family": "registers",
+               "dtype": "bfloat16", "accuracy": 1.0}
+        out = {"rows": [row], "skipped": [], "settings": {"decode_tokens": 8, "n": 1, "seed": 0},
+               "meta": {"git_commit": commit, "device": "gpu", "torch": "t", "transformers": "h",
+                        "model": "m"}}
+        return out | ({"merged_from": merged_from} if merged_from else {})
+    paths = []
+    for name, payload in (("accuracy_a.json", run("raas", "c1", ["u1.json", "u2.json"])),
+                          ("accuracy_b.json", run("h2o", "c2"))):
+        paths.append(tmp_path / name)
+        paths[-1].write_text(json.dumps(payload))
+    merged = cli.merge_results(paths, tmp_path, "m", plot=False)
+    assert merged["merged_from"] == ["u1.json", "u2.json", str(paths[1])]
+    assert [c["git_commit"] for c in merged["calls"]] == ["c1", "c2"]
+    again = cli.merge_results([tmp_path / "accuracy_m.json", paths[1]], tmp_path, "m2", plot=False)
+    assert [c["git_commit"] for c in again["calls"]] == ["c1", "c2"]
+    assert {r["policy"] for r in again["rows"]} == {"raas", "h2o"}
+
+
 def test_merge_keeps_quantized_pools_apart():
     plain = {"policy_config": {"attention_kernel": "flex"}}
     int8 = {"policy_config": {"kv_dtype": "int8"}}

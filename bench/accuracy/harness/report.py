@@ -11,12 +11,18 @@ import torch
 
 
 def environment() -> dict:
-    """What produced the numbers: hardware, versions, commit."""
+    """What produced the numbers: hardware, versions, commit ("+dirty" when tracked files
+    differ from it: the device machine's copy can carry a newer tree than its HEAD)."""
     import transformers
 
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True,
+                              check=False).stdout.strip()
+
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                check=False).stdout.strip() or None
+        commit = git("rev-parse", "HEAD") or None
+        if commit and git("status", "--porcelain", "--untracked-files=no"):
+            commit += "+dirty"
     except OSError:
         commit = None
     return {
