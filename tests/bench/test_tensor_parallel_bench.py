@@ -11,7 +11,8 @@ import pytest
 from bench.e2e.models import llama_config
 from bench.e2e.serve import DENSE
 from bench.e2e.serve_sizing import GIB
-from bench.e2e.tensor_parallel import first_difference, logit_agreement, main, parse_args, plan
+from bench.e2e.tensor_parallel import main, parse_args, plan
+from bench.e2e.tp_check import first_difference, logit_agreement
 from tests.distributed import torchrun
 
 pytestmark = pytest.mark.hf
