@@ -31,6 +31,7 @@ from bench.accuracy.harness.fidelity import FidelitySettings, load_sequences, ru
 from bench.accuracy.harness.policies import FRACTIONS, PEER_POLICIES, raas_applier
 from bench.accuracy.harness.report import accuracy_plot, environment, markdown_table, write_json
 from bench.accuracy.harness.sweep import SweepSettings, dtype_name, run_accuracy
+from bench.accuracy.harness.variants import named_rows
 from bench.accuracy.tasks import FAMILY_NAMES
 
 ACC_COLUMNS = ["family", "policy", "budget_fraction", "budget_tokens", "dtype", "accuracy", "ci_low",
@@ -147,19 +148,22 @@ def merge_results(inputs: list[Path], out_dir: Path, tag: str, plot: bool = True
             raise ValueError(f"{path} ran other problems ({keys} differ from {inputs[0]}).")
     rows = {}
     for run in runs:
-        for r in map(dict, run["rows"]):
-            r["policy"] = pool_label(r["policy"], run["settings"])
+        for r in named_rows(run):
             # files from before the families (and dtype column): registers, the run's dtype
             r.setdefault("family", run["settings"].get("family") or "registers")
             r.setdefault("dtype", dtype_name(run["meta"].get("dtype", "")))
             rows[(r["family"], r["policy"], r["budget_fraction"], r["dtype"])] = r
-    skipped = [s for run in runs for s in run["skipped"]]
+    skipped = [s for run in runs for s in named_rows(run, "skipped")]
     payload = {"rows": list(rows.values()), "skipped": skipped, "settings": runs[0]["settings"],
-               "merged_from": [src for path, run in zip(inputs, runs)
-                               for src in run.get("merged_from", [str(path)])],
-               "calls": merged_calls(runs), "meta": runs[-1]["meta"]}
+               "merged_from": merged_sources(inputs, runs), "calls": merged_calls(runs),
+               "meta": runs[-1]["meta"]}
     _write_accuracy(out_dir, tag, payload, plot)
     return payload
+
+
+def merged_sources(inputs: list[Path], runs: list[dict]) -> list[str]:
+    """The files a merge read, a merged input's own sources in its place."""
+    return [src for path, run in zip(inputs, runs) for src in run.get("merged_from", [str(path)])]
 
 
 CALL_KEYS = ("git_commit", "device", "torch", "transformers")
@@ -176,13 +180,6 @@ def merged_calls(runs: list[dict]) -> list[dict]:
             if call not in calls:
                 calls.append(call)
     return calls
-
-
-def pool_label(policy: str, settings: dict) -> str:
-    """'raas' for a pool in the model's dtype, 'raas@int8' for a quantized one (kv_dtype),
-    so runs that differ only in the pool's storage stay separate rows when merged."""
-    kv_dtype = settings.get("policy_config", {}).get("kv_dtype")
-    return policy if kv_dtype is None or policy == "hf" else f"{policy}@{kv_dtype}"
 
 
 def _write_accuracy(out_dir: Path, tag: str, payload: dict, plot: bool) -> Path:

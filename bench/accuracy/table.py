@@ -31,9 +31,10 @@ import threading
 import time
 from pathlib import Path
 
-from bench.accuracy.cli import FID_COLUMNS, merge_results
+from bench.accuracy.cli import FID_COLUMNS, merge_results, merged_calls, merged_sources
 from bench.accuracy.harness.policies import FRACTIONS, PEER_POLICIES
 from bench.accuracy.harness.report import markdown_table, write_json
+from bench.accuracy.harness.variants import named_rows, parse_variant
 from bench.accuracy.tasks import FAMILY_NAMES
 
 # the goal's comparison set (issue 17: raas / streaming / h2o vs the new policy) and dense
@@ -52,7 +53,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--procs", type=int, default=None,
                    help="units at once (default: 8 per GPU, at most CPU cores / 2)")
     p.add_argument("--families", nargs="+", default=list(FAMILY_NAMES))
-    p.add_argument("--policies", nargs="+", default=list(PEER_POLICIES))
+    p.add_argument("--policies", nargs="+", default=list(PEER_POLICIES),
+                   help="registered names, or variants with changed settings as the rows name "
+                        "them: h2o_decay@h2o_decay_gamma=0.999 (apply_raas keywords)")
     p.add_argument("--fp32-policies", nargs="*", default=list(FP32_POLICIES),
                    help="policies also run in float32 (none: bf16 only)")
     p.add_argument("--fractions", nargs="+", type=float, default=list(FRACTIONS))
@@ -63,7 +66,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--resume", nargs="*", type=Path, default=[],
                    help="accuracy_/fidelity_ JSONs of earlier calls: their units are skipped")
     p.add_argument("--dry-run", action="store_true", help="list the units and stop")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for variant in dict.fromkeys(args.policies + args.fp32_policies):
+        check_variant(variant)
+    return args
+
+
+def check_variant(variant: str) -> None:
+    """Refuse a misspelt policy or setting before any unit starts (not in a worker's log)."""
+    from raas_flex import RaaSConfig
+    policy, config = parse_variant(variant)
+    try:
+        RaaSConfig().with_fields(policy=policy, **config)
+    except (TypeError, ValueError) as error:
+        raise SystemExit(f"--policies {variant}: {error}") from error
 
 
 Cell = tuple[str, str, str, str, float]  # (mode, family, policy, dtype, budget fraction)
@@ -74,7 +90,7 @@ def all_cells(args) -> list[Cell]:
     """Every (mode, family, policy, dtype, L) of the table, in the order units start; dense
     only at L = 1 (it keeps everything)."""
     def fractions(policy: str, wanted) -> list[float]:
-        return [1.0] if policy == "dense" else [_key(f) for f in wanted]
+        return [1.0] if parse_variant(policy)[0] == "dense" else [_key(f) for f in wanted]
 
     acc16 = [("accuracy", f, p, "bfloat16", x) for p in args.policies
              for x in fractions(p, args.fractions) for f in args.families]
@@ -108,7 +124,7 @@ def done_cells(paths: list[Path]) -> set[Cell]:
         mode = "fidelity" if path.name.startswith("fidelity") else "accuracy"
         for r in data["rows"] + data.get("skipped", []):
             dtype = r.get("dtype", "bfloat16") if mode == "accuracy" else "bfloat16"
-            done.add((mode, r.get("family") or "registers", r["policy"].split("@")[0], dtype,
+            done.add((mode, r.get("family") or "registers", r["policy"], dtype,
                       _key(r["budget_fraction"])))
     return done
 
@@ -124,8 +140,10 @@ def unit_name(unit: Unit) -> str:
 
 
 def unit_command(args, unit: Unit, out: Path) -> list[str]:
-    mode, policy, dtype, fracs, fams = unit
+    mode, variant, dtype, fracs, fams = unit
+    policy, config = parse_variant(variant)
     common = ["--model", str(args.model), "--families", *fams, "--policies", policy,
+              *(["--policy-config", json.dumps(config)] if config else []),
               "--fractions", *map(str, fracs), "--decode-tokens", str(args.decode_tokens),
               "--dtype", dtype, "--out-dir", str(out), "--tag", unit_name(unit), "--no-progress"]
     if mode == "accuracy":
@@ -202,13 +220,13 @@ def merge_fidelity(paths: list[Path], out: Path, tag: str) -> Path | None:
     runs = [json.loads(p.read_text()) for p in paths]
     rows = {}
     for run in runs:
-        for r in run["rows"]:
+        for r in named_rows(run):
             rows[(r.get("family"), r["policy"], r["budget_fraction"])] = r
     payload = {"rows": list(rows.values()), "curves": {k: v for run in runs
                                                        for k, v in run.get("curves", {}).items()},
-               "skipped": [s for run in runs for s in run.get("skipped", [])],
+               "skipped": [s for run in runs for s in named_rows(run, "skipped")],
                "settings": runs[-1]["settings"], "meta": runs[-1]["meta"],
-               "merged_from": [p.name for p in paths]}
+               "merged_from": merged_sources(paths, runs), "calls": merged_calls(runs)}
     path = write_json(out / f"fidelity_{tag}.json", payload)
     (out / f"fidelity_{tag}.md").write_text(
         f"Teacher-forced fidelity vs dense per family, {runs[-1]['meta']['device']}\n\n"

@@ -16,6 +16,7 @@ from bench.accuracy.harness.fidelity import FidelitySettings, load_sequences, ru
 from bench.accuracy.harness.policies import Applier, budget_problem, budget_tokens, raas_applier
 from bench.accuracy.harness.stats import wilson
 from bench.accuracy.harness.sweep import SweepSettings, run_accuracy
+from bench.accuracy.harness.variants import parse_variant, variant_label
 from bench.accuracy.reasoner import model_config, save_checkpoint
 from bench.accuracy.tasks import DEFAULT_SPEC, WordTokenizer
 
@@ -210,13 +211,20 @@ def test_a_merge_of_merges_names_every_source_and_call(tmp_path):
     assert {r["policy"] for r in again["rows"]} == {"raas", "h2o"}
 
 
-def test_merge_keeps_quantized_pools_apart():
-    plain = {"policy_config": {"attention_kernel": "flex"}}
-    int8 = {"policy_config": {"kv_dtype": "int8"}}
-    assert cli.pool_label("raas", plain) == "raas"
-    assert cli.pool_label("raas", {"policy_config": {"kv_dtype": None}}) == "raas"
-    assert cli.pool_label("raas", int8) == "raas@int8"
-    assert cli.pool_label("hf", int8) == "hf"  # the reference never uses a pool
+def test_variant_names_keep_settings_apart_and_read_back():
+    flex = {"attention_kernel": "flex", "compile": True, "cuda_graph": True}
+    assert variant_label("raas", flex) == "raas"  # how it decodes is not part of the name
+    assert variant_label("raas", {"kv_dtype": None}) == "raas"
+    assert variant_label("raas", {**flex, "kv_dtype": "int8"}) == "raas@int8"
+    assert variant_label("hf", {"kv_dtype": "int8"}) == "hf"  # the reference never uses a pool
+    name = variant_label("h2o_decay", {**flex, "h2o_decay_gamma": 0.999})
+    assert name == "h2o_decay@h2o_decay_gamma=0.999"
+    assert parse_variant(name) == ("h2o_decay", {"h2o_decay_gamma": 0.999})
+    assert parse_variant("raas@importance=alpha,int8") == ("raas", {"importance": "alpha",
+                                                                    "kv_dtype": "int8"})
+    assert parse_variant("raas") == ("raas", {})
+    with pytest.raises(ValueError, match="canonical"):
+        parse_variant("raas@top_ratio=0.5,importance=alpha")
 
 
 @pytest.mark.parametrize("choice, device, expected", [
