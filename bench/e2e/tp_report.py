@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
-GIB = 2 ** 30
+from bench.e2e.serve_sizing import GIB
 
 
 def load_rows(paths: list[str]) -> list[dict]:
@@ -20,7 +20,7 @@ def load_rows(paths: list[str]) -> list[dict]:
     for path in paths:
         with open(path) as f:
             for run in json.load(f)["runs"]:
-                rows.extend(dict(row, source=path.rsplit("/", 1)[-1]) for row in run["rows"])
+                rows.extend(run["rows"])
     return rows
 
 
