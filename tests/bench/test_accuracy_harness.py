@@ -88,6 +88,10 @@ def test_budget_arithmetic():
     # a policy's own options may need more: R-KV frees a 128-token buffer per checkpoint
     assert "raise budget to >= 160" in budget_problem(128, 16, 16, "rkv")
     assert budget_problem(256, 16, 16, "rkv") is None
+    # a named variant's own settings count (they once did not: lazy_window=32 was refused
+    # for the default window's 175 tokens)
+    assert budget_problem(128, 16, 16, "rkv", {"rkv_buffer": 32, "compile": True}) is None
+    assert "lazy_window=32" in budget_problem(64, 16, 16, "lazy_eviction", {"lazy_window": 32})
 
 
 def test_sweep_rows_and_apply_remove_pairing(tiny_model):

@@ -139,7 +139,7 @@ def run_fidelity(model, pairs, s: FidelitySettings, applier: Applier, progress: 
             if policy == "dense":
                 budget = -(-(max(len(p) for p, _ in pairs) + decode) // s.page_size) * s.page_size
             why = None if policy == "dense" else budget_problem(
-                budget, max(len(p) for p, _ in pairs), s.page_size, policy)
+                budget, max(len(p) for p, _ in pairs), s.page_size, policy, s.policy_config)
             (skipped if why else units).append(
                 {"policy": policy, "budget_fraction": frac, "reason": why} if why
                 else (policy, frac, budget))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from raas_flex.config import RaaSConfig
-from raas_flex.policies import available_policies
+from raas_flex.policies import available_policies, policy_class
 
 # Every registered policy but raas_hsr, which has no accuracy run yet (bench/results/accuracy holds
 # the eight measured here); pass --policies raas_hsr to measure it.
@@ -51,17 +51,20 @@ def budget_tokens(fraction: float, decode_tokens: int, page_size: int) -> int:
 
 
 def budget_problem(budget: int, prompt_tokens: int, page_size: int,
-                   policy: str | None = None) -> str | None:
+                   policy: str | None = None, policy_config: dict | None = None) -> str | None:
     """Why a budget cannot run with this prompt (fewer than two decode pages) or, given a
-    policy, with that policy's default options (e.g. R-KV's 128-token buffer needs a
-    budget of at least 10 pages of 16), or None."""
+    policy, with that policy's options: its defaults overridden by the flat names in
+    `policy_config` (a named variant's settings; e.g. R-KV's default 128-token buffer needs
+    a budget of at least 10 pages of 16), or None."""
     prompt_pages = -(-prompt_tokens // page_size)
     if budget // page_size - prompt_pages < 2:
         return (f"budget {budget} leaves {budget // page_size - prompt_pages} decode pages beside "
                 f"a {prompt_tokens}-token prompt; the policies need at least 2")
     if policy is not None:
         try:
-            RaaSConfig.from_fields(budget=budget, page_size=page_size, policy=policy)
+            flat = policy_class(policy).Options.flat_names()
+            own = {k: v for k, v in (policy_config or {}).items() if k in flat}
+            RaaSConfig.from_fields(budget=budget, page_size=page_size, policy=policy, **own)
         except ValueError as err:
             return str(err)
     return None

@@ -63,7 +63,7 @@ def _units(s: SweepSettings, prompt_tokens: int, max_new: int) -> tuple[list, li
             continue
         for frac in s.fractions:
             budget = budget_tokens(frac, s.decode_tokens, s.page_size)
-            why = budget_problem(budget, prompt_tokens, s.page_size, policy)
+            why = budget_problem(budget, prompt_tokens, s.page_size, policy, s.policy_config)
             if why:
                 skipped.append({"policy": policy, "budget_fraction": frac, "reason": why})
             else:
