@@ -32,7 +32,7 @@ def test_sdpa_kernel_is_refused_naming_flex(kv_dtype):
 
 
 def test_exact_key_policies_are_the_known_ones():
-    assert set(EXACT_KEYS) == {"h2o", "h2o_decay", "recycled", "hsr", "raas_hsr", "rkv", "lazy_eviction"}
+    assert set(EXACT_KEYS) == {"h2o", "h2o_decay", "h2o_horizon", "recycled", "hsr", "raas_hsr", "rkv", "lazy_eviction"}
 
 
 @pytest.mark.parametrize("policy", EXACT_KEYS)

@@ -52,5 +52,13 @@ class H2ODecayPolicy(H2OPolicy):
     name = "h2o_decay"
     Options = H2ODecayOptions
 
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        self.gamma = self.decay(config)  # a constant of the compiled graph
+
+    def decay(self, config) -> float:
+        """The per-step factor: here the configured gamma (h2o_horizon derives its own)."""
+        return float(self.options.gamma)
+
     def update(self, cache: LayerCache, scores: torch.Tensor, step: torch.Tensor) -> None:
-        cache.policy_state[ACCUMULATED].mul_(self.options.gamma).add_(scores)
+        cache.policy_state[ACCUMULATED].mul_(self.gamma).add_(scores)

@@ -12,6 +12,7 @@ from raas_flex import RaaSConfig, make_policy, new_layer_cache
 from raas_flex.policies import available_policies, policy_class
 from raas_flex.policies.h2o import H2OOptions
 from raas_flex.policies.h2o_decay import H2ODecayOptions
+from raas_flex.policies.h2o_horizon import H2OHorizonOptions
 from raas_flex.policies.hsr import HSROptions
 from raas_flex.policies.raas_guard import RaaSGuardOptions
 from raas_flex.policies.lazy_eviction import LazyEvictionOptions
@@ -25,10 +26,12 @@ from tests.policy_harness import PEERS, settings_for
 
 def test_peers_are_registered_with_documented_defaults() -> None:
     assert set(PEERS) == {"quest", "h2o", "streaming", "recycled", "random", "hsr", "raas_hsr",
-                          "raas_guard", "h2o_decay", "rkv", "lazy_eviction", "lessismore"}
+                          "raas_guard", "h2o_decay", "h2o_horizon", "rkv", "lazy_eviction",
+                          "lessismore"}
     assert RaaSGuardOptions().recent_ratio == 0.5  # half the budget guarded, half RaaS's
     assert H2OOptions().recent_ratio == 0.5  # H2O's 1:1 heavy:recent split
     assert (H2ODecayOptions().recent_ratio, H2ODecayOptions().gamma) == (0.5, 0.98)
+    assert (H2OHorizonOptions().recent_ratio, H2OHorizonOptions().horizon) == (0.5, 4.0)
     assert StreamingOptions().sinks == 1  # one page holds StreamingLLM's 4 sink tokens
     assert RecycledOptions().period == 10
     assert (RKVOptions().buffer, RKVOptions().window, RKVOptions().mix_lambda,
