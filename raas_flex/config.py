@@ -60,10 +60,6 @@ class RaaSConfig:
         apply_raas take the same settings under flat names.
     kernel_options: FlexAttention kernel_options for the decode call; None means the
         measured default for the device (raas_flex/attention/kernel_options.py).
-    overlap_bookkeeping: on CUDA, run the policy's score + update on a second stream while
-        the attention runs, where the policy allows it (its deferred_writes; raas,
-        raas_guard, h2o, h2o_decay): same decisions, shorter step (raas_flex/overlap.py).
-        False runs them before the attention, on one stream.
     """
 
     budget: int = 1024
@@ -79,7 +75,6 @@ class RaaSConfig:
     kv_dtype: str | None = None
     options: PolicyOptions | None = None
     kernel_options: dict | None = field(default=None, hash=False)
-    overlap_bookkeeping: bool = True
 
     def __post_init__(self) -> None:
         check_int("budget", self.budget)
@@ -117,9 +112,6 @@ class RaaSConfig:
             raise ValueError(f"top_ratio={self.top_ratio} must lie in (0, 1]; the paper uses 0.5.")
         if not 0.0 < self.alpha < 1.0:
             raise ValueError(f"alpha={self.alpha} must lie in (0, 1); the sources use 1e-4.")
-        if not isinstance(self.overlap_bookkeeping, bool):
-            raise TypeError(f"overlap_bookkeeping must be True or False, got "
-                            f"{self.overlap_bookkeeping!r}.")
         if self.dense_layers < 0:
             raise ValueError(f"dense_layers={self.dense_layers} must be >= 0.")
         self._set_options()

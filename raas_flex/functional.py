@@ -15,7 +15,6 @@ import torch
 from raas_flex.attention import (
     attend_prompt, attend_visible, device_kernel_options, fold_gqa, materialised_on_cpu,
 )
-from raas_flex import overlap
 from raas_flex.attention.logit_mods import check_kernel
 from raas_flex.cache import (
     LayerCache, allocate_layer_cache, append_token, check_dtype, open_page_if_needed,
@@ -98,23 +97,15 @@ def decode_step_tensors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     append_token(cache, k, v)
     compute = q.dtype if cache.quantized else cache.k.dtype  # 8-bit K/V meet q's dtype
     query = materialised_on_cpu(fold_gqa(q, H).to(compute))  # [B, H, G, D]
-    writes = policy.deferred_writes() if policy.config.overlap_bookkeeping else None
-    scores = None
-    if writes is None:
-        scores = policy.score(query, cache, scale)
-        policy.update(cache, scores, step)
-    else:  # beside the attention, on a second stream (raas_flex/overlap.py)
-        held = overlap.fork_bookkeeping(policy.key, query, cache, step, scale, writes)
+    scores = policy.score(query, cache, scale)
+    policy.update(cache, scores, step)
     visible, blocks = policy.select_blocks(cache, scores, step)
     slots = torch.arange(cache.num_slots, device=q.device).expand_as(cache.visible)
     # In place through scatter_, not copy_: after a copy_ Inductor hands flex the computed
     # tensor instead of the buffer, which its CPU kernel cannot lower (NoValidChoicesError).
     cache.visible.scatter_(-1, slots, visible.to(torch.int32))  # read by mask_mod
     out = attend_visible(query, cache, scale, policy.config.attention_kernel, blocks)
-    if writes is not None:
-        overlap.join_bookkeeping(out, query, held, len(writes))
     return out.reshape(B, Hq, 1, D).to(q.dtype)
-
 
 
 def decode_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: LayerCache,

@@ -109,9 +109,7 @@ def run(args: argparse.Namespace, out: str) -> dict:
 def issue15_rows(record, gen: torch.Generator, ns: list[int], configs, kv_dtypes: bool,
                  policies: tuple[str, ...]) -> None:
     """Issue 15: SDPA and every policy's default step at batch 1 / 8 / 32, L = 2048,
-    P = 16, with flex alone over the RaaS pool beside it, and for a policy whose
-    bookkeeping runs beside its attention (raas_flex/overlap.py) the same step without
-    that ("<name>_serial"); keep-all policies at batch 1,
+    P = 16, with flex alone over the RaaS pool beside it; keep-all policies at batch 1,
     N = 4k and 128k; 8-bit pools (int8, fp8) at N = 128k, batch 1 / 8 / 32."""
     for L, P, B in configs:
         for n in ns:
@@ -124,16 +122,10 @@ def issue15_rows(record, gen: torch.Generator, ns: list[int], configs, kv_dtypes
                     continue
                 case, cache = cases.policy_step(name, n, L, P, B, gen)
                 record(name, n, L, P, B, case)
-                del case
-                if rf.make_policy(rf.RaaSConfig(policy=name)).deferred_writes() is not None:
-                    # the same step with its bookkeeping before the attention, one stream
-                    serial, _ = cases.policy_step(name, n, L, P, B, gen, overlap=False)
-                    record(name + "_serial", n, L, P, B, serial)
-                    del serial
                 if name == "raas" and n in (4 * K, 128 * K):
                     record("flex_pool", n, L, P, B, cases.flex_over_pool(
                         cache, B, gen, cache.kernel_options))
-                del cache
+                del case, cache
                 torch.cuda.empty_cache()
     if kv_dtypes:
         n, L, P = 128 * K, 2048, 16

@@ -43,13 +43,12 @@ def kv_bytes(batch: int, tokens: int, kv_dtype: str | None = None) -> int:
 
 def policy_step(name: str, n: int, budget: int, page: int, batch: int,
                 gen: torch.Generator, kv_dtype: str | None = None,
-                kernel_options: dict | None = None, overlap: bool = True) -> tuple[Case, object]:
+                kernel_options: dict | None = None) -> tuple[Case, object]:
     """The full compiled step (cache manager + flex) of policy `name`, over a pool stored
     as kv_dtype (None: bf16); also returns the cache so the caller can time flex alone.
-    kernel_options: the decode flex call's (None: the device's default); overlap: the
-    config's overlap_bookkeeping (False: score + update before the attention, one stream)."""
+    kernel_options: the decode flex call's (None: the device's default)."""
     config = rf.RaaSConfig(budget=budget, page_size=page, policy=name, kv_dtype=kv_dtype,
-                           kernel_options=kernel_options, overlap_bookkeeping=overlap)
+                           kernel_options=kernel_options)
     policy = rf.make_policy(config)
     cache, step = seen_cache(policy, batch, KV_HEADS, HEAD_DIM, n, KEEP_ALL_MARGIN,
                              torch.bfloat16, "cuda", gen)

@@ -28,7 +28,6 @@ class ConfigView(Protocol):
     top_ratio: float
     alpha: float
     score_source: str
-    overlap_bookkeeping: bool
     options: PolicyOptions
 
     @property
@@ -83,11 +82,6 @@ def check_int(name: str, value: object, minimum: int | None = None, why: str = "
         raise ValueError(f"{name}={value} must be >= {minimum}{why}.")
 
 
-# key -> a policy built with that config: custom ops see strings, not objects, so
-# raas_flex.overlap finds the policy of a compiled step through its `key`.
-POLICIES_BY_KEY: dict[str, "Policy"] = {}
-
-
 class Policy:
     """Decisions for one layer's cache, as pure tensor code (no host sync, no branching on
     tensor values), so the whole decode step compiles into one graph.
@@ -106,9 +100,6 @@ class Policy:
         # A dense layer's DensePolicy runs under another policy's config: its own defaults.
         options = config.options
         self.options = options if type(options) is self.Options else self.Options()
-        # Equal configs, equal keys: layers and graphs share one entry (and no recompile).
-        self.key = f"{type(self).__name__}:{config!r}"
-        POLICIES_BY_KEY.setdefault(self.key, self)
 
     @property
     def keeps_all(self) -> bool:
@@ -136,13 +127,6 @@ class Policy:
 
     def update(self, cache: LayerCache, scores: torch.Tensor | None, step: torch.Tensor) -> None:
         """Update timestamps / accumulated statistics from this step's scores."""
-
-    def deferred_writes(self) -> tuple[str, ...] | None:
-        """Names of the cache tensors `score` and `update` write ("state:<key>" for
-        policy_state), if this step's attention reads none of them and `select` ignores
-        the scores: the step may then run them beside the attention (raas_flex/overlap.py).
-        None (the default): they must run before it."""
-        return None
 
     def select(self, cache: LayerCache, scores: torch.Tensor | None,
                step: torch.Tensor) -> torch.Tensor:

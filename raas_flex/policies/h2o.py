@@ -76,9 +76,5 @@ class H2OPolicy(Policy):
     def score(self, q: torch.Tensor, cache: LayerCache, scale: float) -> torch.Tensor:
         return page_mass(q, cache, scale, cache.fill)
 
-    def deferred_writes(self) -> tuple[str, ...]:
-        """The accumulated mass only steers later evictions; the attention never reads it."""
-        return ("state:" + ACCUMULATED,)
-
     def update(self, cache: LayerCache, scores: torch.Tensor, step: torch.Tensor) -> None:
         cache.policy_state[ACCUMULATED].add_(scores)

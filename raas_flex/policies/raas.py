@@ -62,10 +62,6 @@ class RaaSPolicy(Policy):
         share = torch.softmax(weights, dim=-1)
         return (cache.fill > 0) & (share >= self.config.alpha)
 
-    def deferred_writes(self) -> tuple[str, ...]:
-        """Scores and timestamps only steer later evictions; the attention reads neither."""
-        return ("timestamp",)
-
     def update(self, cache: LayerCache, scores: torch.Tensor, step: torch.Tensor) -> None:
         fresh = self.important(cache, scores)
         cache.timestamp.copy_(torch.where(fresh, step, cache.timestamp))

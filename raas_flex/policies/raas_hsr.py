@@ -38,10 +38,6 @@ class RaaSHSRPolicy(RaaSPolicy):
         certify(q, cache, scale, self.options.epsilon)
         return super().score(q, cache, scale)  # RaaS's own scores drive its timestamps
 
-    def deferred_writes(self) -> None:
-        """Its score certifies the attended set, which this step's attention reads."""
-        return None
-
     def select(self, cache: LayerCache, scores: torch.Tensor,
                step: torch.Tensor) -> torch.Tensor:
         return hsr_visible(cache)
