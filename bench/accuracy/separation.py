@@ -6,6 +6,10 @@ forced read finds its token held. An idealised policy keeps pages by the rule it
 after, with perfect knowledge where the rule needs a score:
 
     keep_all   every page (quest, recycled, hsr, dense: O(N) memory)
+    clairvoyant  the best any O(L) policy can do (it knows every future read): answerable
+               iff at every step the pages that still hold a future forced read, plus the
+               current page, fit in the budget beside the pinned prompt; when they do not,
+               no eviction rule whatever can hold every forced read
     streaming  the prompt pages and the newest pages that fill the budget
     raas       RaaS's rule with the ideal importance signal: a page's timestamp is refreshed
                whenever a forced read lands in it; the stalest unpinned page is evicted
@@ -29,7 +33,7 @@ from bench.accuracy.harness.policies import FRACTIONS, budget_tokens
 from bench.accuracy.tasks import DEFAULT_SPEC, FAMILY_NAMES, TaskSpec, make_problems
 from bench.accuracy.tasks.dependencies import long_reads
 
-ORACLES = ("keep_all", "streaming", "raas", "guard")
+ORACLES = ("keep_all", "clairvoyant", "streaming", "raas", "guard")
 
 
 def answerable(reads: list[tuple[int, int, str]], prompt_tokens: int, end: int, oracle: str,
@@ -39,6 +43,8 @@ def answerable(reads: list[tuple[int, int, str]], prompt_tokens: int, end: int, 
         return True, None
     prompt_pages = -(-prompt_tokens // page_size)
     slots = budget // page_size
+    if oracle == "clairvoyant":
+        return clairvoyant_fits(reads, prompt_pages, slots - prompt_pages, end, page_size)
     by_reader = defaultdict(list)
     for t, s, kind in reads:
         by_reader[t].append((s, kind))
@@ -60,6 +66,28 @@ def answerable(reads: list[tuple[int, int, str]], prompt_tokens: int, end: int, 
                 return False, kind
             if p in held and oracle in ("raas", "guard"):
                 held[p] = t
+    return True, None
+
+
+def clairvoyant_fits(reads: list[tuple[int, int, str]], prompt_pages: int, decode_slots: int,
+                     end: int, page_size: int) -> tuple[bool, str | None]:
+    """(do the needed pages fit at every step?, kind of the read that first overflows).
+    Needed at step t: the current page and every decode page holding a token s < t that a
+    forced read at t' >= t reads. A page's need ends at its last forced read."""
+    last_read: dict[int, tuple[int, str]] = {}  # page -> (last reader, kind)
+    for t, s, kind in reads:
+        p = s // page_size
+        if p >= prompt_pages and t >= last_read.get(p, (-1, ""))[0]:
+            last_read[p] = (t, kind)
+    first_write = {p: p * page_size for p in last_read}  # the page's first token
+    for t in range(1, end + 1):
+        current = (t - 1) // page_size
+        if current < prompt_pages:
+            continue
+        live = {p for p, (last, _) in last_read.items()
+                if first_write[p] < t <= last and p != current}
+        if len(live) + 1 > decode_slots:
+            return False, min((last_read[p][1] for p in live), default=None)
     return True, None
 
 

@@ -103,3 +103,16 @@ def test_families_separate_the_ideal_policies():
         for oracle in ("streaming", "raas", "guard"):
             assert got["recall", oracle, frac] == got["mixture", oracle, frac] == 0.0
     assert all(got[f, "keep_all", frac] == 1.0 for f in FAMILY_NAMES for frac in (1 / 16, 1 / 2))
+
+
+def test_clairvoyant_bounds_every_ideal_policy():
+    """No eviction rule beats the clairvoyant one: wherever an ideal policy answers, it does.
+    At L = 1/16 it answers nothing (the forced reads alone overflow the budget), so that
+    column of the accuracy table measures answers reached without them."""
+    rows = separation_table(2048, n=4)
+    got = {(r["family"], r["oracle"], r["budget_fraction"]): r["answerable"] for r in rows}
+    for (fam, oracle, frac), share in got.items():
+        if oracle != "keep_all":
+            assert share <= got[fam, "clairvoyant", frac], (fam, oracle, frac)
+    assert all(got[f, "clairvoyant", 1 / 16] == 0.0 for f in FAMILY_NAMES)
+    assert all(got[f, "clairvoyant", 1 / 8] == 1.0 for f in FAMILY_NAMES)
