@@ -12,7 +12,6 @@ from raas_flex.masks.dense import visible_token_mask
 
 FUSED_BOUND_ELEMENTS = 1 << 24  # G·B·H·S·D up to which page_bound is one fused reduction
 PAIRWISE_RANK_SLOTS = 512  # slots up to which ranks are counted pairwise, not sorted
-TOPK_CHUNK = 1024  # slots per first-stage row of chunked_topk
 
 
 def page_bound(q: torch.Tensor, cache: LayerCache, scale: float) -> torch.Tensor:
@@ -141,40 +140,12 @@ def top_slots(scores: torch.Tensor, page_id: torch.Tensor, held: torch.Tensor,
     k = min(k, scores.shape[-1])
     low = torch.iinfo(torch.int64).min
     key = torch.where(held, order_key(scores, page_id), low)
-    values, indices = chunked_topk(key, k)
+    top = torch.topk(key, k, dim=-1, sorted=False)
     # Held keys are distinct, so the chosen slots are exactly the held ones at or above the
     # k-th largest key: a compare that fuses into the caller's pointwise kernel, where a
     # scatter of the indices was a kernel of its own.
-    chosen = held & (key >= values.amin(-1, keepdim=True))
-    return chosen, indices
-
-
-def chunked_topk(key: torch.Tensor, k: int,
-                 chunk: int = TOPK_CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
-    """torch.topk(key, k, dim=-1, sorted=False) in two stages for long rows: the top k of
-    each whole chunk of `chunk` slots (and of the shorter tail), then the top k of those
-    candidates. Why: torch's CUDA top-k runs one block per row, so a keep-all pool's
-    9k-slot rows (8 at batch 1) took 48 µs at 128k; chunks spread the first pass over many
-    blocks and leave a short second row. Exact for distinct keys (every key of the true top
-    k is in its chunk's top k); among equal keys, which ones are picked is unspecified, as
-    for torch.topk; indices are always distinct slots of the row. Short rows: one topk.
-    key [..., S] -> (values, indices) [..., k]."""
-    S = key.shape[-1]
-    if k >= chunk or S <= 2 * chunk:
-        top = torch.topk(key, k, dim=-1, sorted=False)
-        return top.values, top.indices
-    whole = S // chunk
-    main = key[..., : whole * chunk].reshape(*key.shape[:-1], whole, chunk)
-    first = torch.topk(main, k, dim=-1, sorted=False)
-    offsets = torch.arange(whole, device=key.device)[:, None] * chunk
-    values, slots = [first.values.flatten(-2)], [(first.indices + offsets).flatten(-2)]
-    tail = S - whole * chunk
-    if tail:
-        last = torch.topk(key[..., whole * chunk:], min(k, tail), dim=-1, sorted=False)
-        values.append(last.values)
-        slots.append(last.indices + whole * chunk)
-    second = torch.topk(torch.cat(values, -1), k, dim=-1, sorted=False)
-    return second.values, torch.cat(slots, -1).gather(-1, second.indices)
+    chosen = held & (key >= top.values.amin(-1, keepdim=True))
+    return chosen, top.indices
 
 
 def top_fraction(scores: torch.Tensor, cache: LayerCache, numerator: int,

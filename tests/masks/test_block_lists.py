@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from raas_flex.cache import FREE
 from raas_flex.masks import chosen_blocks, decode_block_mask, listed_block_mask, pool_blocks
-from raas_flex.policies.scores import chunked_topk, order_key, rank_descending, top_slots
+from raas_flex.policies.scores import order_key, rank_descending, top_slots
 
 
 def _state(seed: int, B: int, H: int, S: int, ties: bool):
@@ -46,35 +46,11 @@ def test_top_slots_equals_rank_selection(seed, S, k, ties, batch, heads) -> None
 
 @pytest.mark.parametrize("S,k", [(3000, 128), (9217, 128), (2049, 1)])
 def test_top_slots_on_long_rows(S: int, k: int) -> None:
-    """Rows long enough for the two-stage top-k (a keep-all pool at 128k has 9,217 slots)."""
+    """Rows as long as a keep-all pool's at 128k (9,217 slots)."""
     scores, page_id, held = _state(S + k, 2, 2, S, ties=True)
     chosen, index = top_slots(scores, page_id, held, k)
     assert torch.equal(chosen, held & (rank_descending(scores, page_id) < k))
     assert torch.equal(torch.zeros_like(held).scatter_(-1, index, True) & held, chosen)
-
-
-@settings(max_examples=200, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), S=st.integers(1, 90), k=st.integers(1, 12),
-       chunk=st.integers(1, 16), held_share=st.floats(0.0, 1.0))
-def test_chunked_topk_is_topk(seed, S, k, chunk, held_share) -> None:
-    """Two-stage top-k == torch.topk on distinct keys (held slots); its indices are
-    distinct slots of the row and point at the keys they report."""
-    gen = torch.Generator().manual_seed(seed)
-    low = torch.iinfo(torch.int64).min
-    keys = torch.randperm(4 * S, generator=gen)[:S].view(1, S).repeat(2, 1) * 7 - 3
-    held = torch.rand(2, S, generator=gen) < held_share
-    key = torch.where(held, keys, low)
-    k = min(k, S)
-    values, indices = chunked_topk(key, k, chunk)
-    expected = torch.topk(key, k, dim=-1).values
-    assert torch.equal(values.sort(-1, descending=True).values, expected)
-    assert torch.equal(key.gather(-1, indices), values)
-    assert int(indices.max()) < S
-    assert all(len(set(row.tolist())) == k for row in indices)
-    for row in range(2):  # the held slots among the top k are exactly the top held slots
-        got = set(indices[row][values[row] > low].tolist())
-        want = set(torch.topk(key[row], k).indices[torch.topk(key[row], k).values > low].tolist())
-        assert got == want
 
 
 @settings(max_examples=100, deadline=None)
