@@ -28,11 +28,19 @@ def capture(fn: Callable[[], object]) -> torch.cuda.CUDAGraph:
 
 def graph_median_ms(fn: Callable[[], object]) -> float:
     """Median ms of one replay of fn's CUDA graph (do_bench flushes L2 between calls)."""
+    return graph_stats_ms(fn)["median_ms"]
+
+
+def graph_stats_ms(fn: Callable[[], object]) -> dict[str, float]:
+    """{"median_ms", "mean_ms"} over the replays of fn's CUDA graph. Why both: a replay is
+    one decode step and each replay advances the state, so a policy that does extra work on
+    some steps only (recycled's full step, every 10th) shows it in the mean, not the median."""
     graph = capture(fn)
-    ms = triton.testing.do_bench(graph.replay, warmup=WARMUP_MS, rep=REP_MS,
-                                 return_mode="median")
+    times = triton.testing.do_bench(graph.replay, warmup=WARMUP_MS, rep=REP_MS,
+                                    return_mode="all")
     del graph
-    return ms
+    times = sorted(float(t) for t in times)
+    return {"median_ms": times[len(times) // 2], "mean_ms": sum(times) / len(times)}
 
 
 def copy_bandwidth(gib: float = 1.0) -> float:
