@@ -61,6 +61,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--fractions", nargs="+", type=float, default=list(FRACTIONS))
     p.add_argument("--decode-tokens", type=int, default=2048)
     p.add_argument("--n", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0,
+                   help="test-split seed of the accuracy units' problems; another seed (with "
+                        "another --tag) is a held-out check of a setting chosen on seed 0")
     p.add_argument("--fidelity-n", type=int, default=8, help="0: no fidelity units")
     p.add_argument("--fidelity-fractions", nargs="+", type=float, default=[1 / 8, 1 / 4])
     p.add_argument("--resume", nargs="*", type=Path, default=[],
@@ -148,7 +151,8 @@ def unit_command(args, unit: Unit, out: Path) -> list[str]:
               "--dtype", dtype, "--out-dir", str(out), "--tag", unit_name(unit), "--no-progress"]
     if mode == "accuracy":
         return [sys.executable, "-m", "bench.accuracy", "accuracy", *common, "--n", str(args.n),
-                "--batch-size", str(args.n), "--no-reference", "--no-plot"]
+                "--batch-size", str(args.n), "--seed", str(args.seed), "--no-reference",
+                "--no-plot"]
     return [sys.executable, "-m", "bench.accuracy", "fidelity", *common, "--data", "task",
             "--n", str(args.fidelity_n)]
 
