@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from raas_flex.cache.pool import LayerCache
+from raas_flex.policies.base import ConfigView
 from raas_flex.policies.h2o import ACCUMULATED, H2OOptions, H2OPolicy
 
 
@@ -52,11 +53,11 @@ class H2ODecayPolicy(H2OPolicy):
     name = "h2o_decay"
     Options = H2ODecayOptions
 
-    def __init__(self, config) -> None:
+    def __init__(self, config: ConfigView) -> None:
         super().__init__(config)
         self.gamma = self.decay(config)  # a constant of the compiled graph
 
-    def decay(self, config) -> float:
+    def decay(self, config: ConfigView) -> float:
         """The per-step factor: here the configured gamma (h2o_horizon derives its own)."""
         return float(self.options.gamma)
 

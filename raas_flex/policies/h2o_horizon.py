@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from raas_flex.policies.base import ConfigView
 from raas_flex.policies.h2o import H2OOptions
 from raas_flex.policies.h2o_decay import H2ODecayPolicy
 
@@ -47,5 +48,5 @@ class H2OHorizonPolicy(H2ODecayPolicy):
     name = "h2o_horizon"
     Options = H2OHorizonOptions
 
-    def decay(self, config) -> float:
+    def decay(self, config: ConfigView) -> float:
         return 1.0 - 1.0 / (self.options.horizon * config.budget)
