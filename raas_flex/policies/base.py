@@ -82,6 +82,12 @@ def check_int(name: str, value: object, minimum: int | None = None, why: str = "
         raise ValueError(f"{name}={value} must be >= {minimum}{why}.")
 
 
+def check_float(name: str, value: object) -> None:
+    """TypeError unless `value` is a real number (an int is; bool is not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a float, got {value!r}.")
+
+
 class Policy:
     """Decisions for one layer's cache, as pure tensor code (no host sync, no branching on
     tensor values), so the whole decode step compiles into one graph.

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from raas_flex.cache.pool import LayerCache
-from raas_flex.policies.base import ConfigView
+from raas_flex.policies.base import ConfigView, check_float
 from raas_flex.policies.h2o import ACCUMULATED, H2OOptions, H2OPolicy
 
 
@@ -42,8 +42,7 @@ class H2ODecayOptions(H2OOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if isinstance(self.gamma, bool) or not isinstance(self.gamma, (int, float)):
-            raise TypeError(f"h2o_decay_gamma must be a float, got {self.gamma!r}.")
+        check_float("h2o_decay_gamma", self.gamma)
         if not 0.0 < self.gamma <= 1.0:
             raise ValueError(f"h2o_decay_gamma={self.gamma} must lie in (0, 1]; 1 is h2o, "
                              "0.98 (half-life ~34 steps) the default.")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from raas_flex.policies.base import ConfigView
+from raas_flex.policies.base import ConfigView, check_float
 from raas_flex.policies.h2o import H2OOptions
 from raas_flex.policies.h2o_decay import H2ODecayPolicy
 
@@ -37,8 +37,7 @@ class H2OHorizonOptions(H2OOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if isinstance(self.horizon, bool) or not isinstance(self.horizon, (int, float)):
-            raise TypeError(f"h2o_horizon_horizon must be a float, got {self.horizon!r}.")
+        check_float("h2o_horizon_horizon", self.horizon)
         if not self.horizon > 0.0:
             raise ValueError(f"h2o_horizon_horizon={self.horizon} must be > 0 (budgets of "
                              "decode steps; 4 is the default, larger forgets more slowly).")

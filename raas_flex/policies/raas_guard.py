@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from raas_flex.cache.pool import FREE, LayerCache
-from raas_flex.policies.base import ConfigView, PolicyOptions
+from raas_flex.policies.base import ConfigView, PolicyOptions, check_float
 from raas_flex.policies.raas import RaaSPolicy
 
 
@@ -38,8 +38,7 @@ class RaaSGuardOptions(PolicyOptions):
     recent_ratio: float = 0.5
 
     def __post_init__(self) -> None:
-        if isinstance(self.recent_ratio, bool) or not isinstance(self.recent_ratio, (int, float)):
-            raise TypeError(f"raas_guard_recent_ratio must be a float, got {self.recent_ratio!r}.")
+        check_float("raas_guard_recent_ratio", self.recent_ratio)
         if not 0.0 <= self.recent_ratio < 1.0:
             raise ValueError(f"raas_guard_recent_ratio={self.recent_ratio} must lie in [0, 1).")
 
