@@ -71,23 +71,24 @@ def answerable(reads: list[tuple[int, int, str]], prompt_tokens: int, end: int, 
 
 def clairvoyant_fits(reads: list[tuple[int, int, str]], prompt_pages: int, decode_slots: int,
                      end: int, page_size: int) -> tuple[bool, str | None]:
-    """(do the needed pages fit at every step?, kind of the read that first overflows).
-    Needed at step t: the current page and every decode page holding a token s < t that a
-    forced read at t' >= t reads. A page's need ends at its last forced read."""
+    """(do the needed pages fit at every step?, when not: the kind of the last read of the
+    needed page whose pending reads end soonest). Needed at step t: the current page and
+    every decode page, begun before t, that a forced read at t' >= t reads. A page's need
+    ends at its last forced read."""
     last_read: dict[int, tuple[int, str]] = {}  # page -> (last reader, kind)
     for t, s, kind in reads:
         p = s // page_size
         if p >= prompt_pages and t >= last_read.get(p, (-1, ""))[0]:
             last_read[p] = (t, kind)
-    first_write = {p: p * page_size for p in last_read}  # the page's first token
     for t in range(1, end + 1):
         current = (t - 1) // page_size
         if current < prompt_pages:
             continue
-        live = {p for p, (last, _) in last_read.items()
-                if first_write[p] < t <= last and p != current}
+        live = [p for p, (last, _) in last_read.items()
+                if p * page_size < t <= last and p != current]
         if len(live) + 1 > decode_slots:
-            return False, min((last_read[p][1] for p in live), default=None)
+            soonest = min(live, key=lambda p: last_read[p][0], default=None)
+            return False, None if soonest is None else last_read[soonest][1]
     return True, None
 
 

@@ -168,7 +168,7 @@ def main() -> None:
         check_gated_mass(128 * K)
         check("recycled", 1, 128 * K, 25)
         check("hsr", 1, 128 * K, 12)
-        check("quest", 1, 128 * K, 12)  # 9,217 slots: the two-stage top-k
+        check("quest", 1, 128 * K, 12)  # 9,217 slots: a keep-all pool at 128k
         check("raas", 1, 4 * K, 20)
         print(f"[checks done {time.time() - t0:.0f}s]", flush=True)
 
