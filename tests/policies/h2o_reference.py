@@ -10,7 +10,11 @@ from collections import defaultdict
 import torch
 from hypothesis import strategies as st
 
-from tests.policy_harness import Sequence, Trace, make_sequence, page_sets, step_page_mass
+from raas_flex import RaaSConfig
+from raas_flex.policies.h2o import ACCUMULATED
+from tests.policy_harness import (
+    Sequence, Trace, make_sequence, page_sets, run_policy, step_page_mass,
+)
 
 P = 16
 
@@ -68,3 +72,11 @@ def assert_evicts_lowest_score(seq: Sequence, trace: Trace, recent: int, keep_pr
                     scores[b][h][p] = gamma * scores[b][h][p] + float(mass[b, h, p])
         previous = now
     return evictions
+
+
+def scored_run(config: RaaSConfig, seq: Sequence) -> tuple[list, list]:
+    """Held sets and the accumulator after every step (h2o, h2o_decay, h2o_horizon)."""
+    scores: list[torch.Tensor] = []
+    trace = run_policy(config, seq, on_step=lambda t, cache, _: scores.append(
+        cache.policy_state[ACCUMULATED].clone()))
+    return trace.held, scores

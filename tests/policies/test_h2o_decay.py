@@ -14,8 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from raas_flex import RaaSConfig
-from raas_flex.policies.h2o import ACCUMULATED
-from tests.policies.h2o_reference import P, assert_evicts_lowest_score, h2o_cases
+from tests.policies.h2o_reference import P, assert_evicts_lowest_score, h2o_cases, scored_run
 from tests.policy_harness import (
     SDPA, causal_positions, compiled_and_eager, examples, make_sequence, run_policy,
 )
@@ -25,14 +24,6 @@ def decay_config(budget: int, gamma: float, ratio: float = 0.5, **core) -> RaaSC
     return RaaSConfig.from_fields(budget=budget, page_size=P, policy="h2o_decay",
                                   h2o_decay_gamma=gamma, h2o_decay_recent_ratio=ratio,
                                   **{"attention_kernel": SDPA, **core})
-
-
-def scored_run(config: RaaSConfig, seq) -> tuple[list, list]:
-    """Held sets and the accumulator after every step."""
-    scores: list[torch.Tensor] = []
-    trace = run_policy(config, seq, on_step=lambda t, cache, _: scores.append(
-        cache.policy_state[ACCUMULATED].clone()))
-    return trace.held, scores
 
 
 @settings(max_examples=examples(15), deadline=None,

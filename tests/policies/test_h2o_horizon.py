@@ -15,8 +15,7 @@ from hypothesis import HealthCheck, given, settings
 
 import raas_flex as rf
 from raas_flex import RaaSConfig
-from tests.policies.h2o_reference import P, assert_evicts_lowest_score, h2o_cases
-from tests.policies.test_h2o_decay import scored_run
+from tests.policies.h2o_reference import P, assert_evicts_lowest_score, h2o_cases, scored_run
 from tests.policy_harness import SDPA, examples, run_policy
 
 
