@@ -156,7 +156,7 @@ def merge_results(inputs: list[Path], out_dir: Path, tag: str, plot: bool = True
     skipped = [s for run in runs for s in named_rows(run, "skipped")]
     payload = {"rows": list(rows.values()), "skipped": skipped, "settings": runs[0]["settings"],
                "merged_from": merged_sources(inputs, runs), "calls": merged_calls(runs),
-               "meta": runs[-1]["meta"]}
+               "notes": merged_notes(runs), "meta": runs[-1]["meta"]}
     _write_accuracy(out_dir, tag, payload, plot)
     return payload
 
@@ -180,6 +180,15 @@ def merged_calls(runs: list[dict]) -> list[dict]:
             if call not in calls:
                 calls.append(call)
     return calls
+
+
+def merged_notes(runs: list[dict]) -> list[str]:
+    """Every input's hand-written `notes` (what a call's rows need said), each once, in
+    order: a resumed table must not drop them."""
+    notes: list[str] = []
+    for run in runs:
+        notes += [n for n in run.get("notes", []) if n not in notes]
+    return notes
 
 
 def _write_accuracy(out_dir: Path, tag: str, payload: dict, plot: bool) -> Path:

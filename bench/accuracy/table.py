@@ -31,7 +31,9 @@ import threading
 import time
 from pathlib import Path
 
-from bench.accuracy.cli import FID_COLUMNS, merge_results, merged_calls, merged_sources
+from bench.accuracy.cli import (
+    FID_COLUMNS, merge_results, merged_calls, merged_notes, merged_sources,
+)
 from bench.accuracy.harness.policies import FRACTIONS, PEER_POLICIES
 from bench.accuracy.harness.report import markdown_table, write_json
 from bench.accuracy.harness.variants import named_rows, parse_variant
@@ -230,7 +232,8 @@ def merge_fidelity(paths: list[Path], out: Path, tag: str) -> Path | None:
                                                        for k, v in run.get("curves", {}).items()},
                "skipped": [s for run in runs for s in named_rows(run, "skipped")],
                "settings": runs[-1]["settings"], "meta": runs[-1]["meta"],
-               "merged_from": merged_sources(paths, runs), "calls": merged_calls(runs)}
+               "merged_from": merged_sources(paths, runs), "calls": merged_calls(runs),
+               "notes": merged_notes(runs)}
     path = write_json(out / f"fidelity_{tag}.json", payload)
     (out / f"fidelity_{tag}.md").write_text(
         f"Teacher-forced fidelity vs dense per family, {runs[-1]['meta']['device']}\n\n"

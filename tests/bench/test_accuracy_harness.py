@@ -194,7 +194,7 @@ def test_cli_fidelity_on_task_text(tiny_model, tmp_path, monkeypatch):
     assert [c[:2] for c in rec.calls] == [("dense", 144), ("raas", 64)]
 
 
-def test_a_merge_of_merges_names_every_source_and_call(tmp_path):
+def test_a_merge_of_merges_names_every_source_call_and_note(tmp_path):
     def run(policy: str, commit: str, merged_from: list[str] | None = None) -> dict:
         row = {"policy": policy, "budget_fraction": 0.5, "family": "registers",
                "dtype": "bfloat16", "accuracy": 1.0}
@@ -203,7 +203,8 @@ def test_a_merge_of_merges_names_every_source_and_call(tmp_path):
                         "model": "m"}}
         return out | ({"merged_from": merged_from} if merged_from else {})
     paths = []
-    for name, payload in (("accuracy_a.json", run("raas", "c1", ["u1.json", "u2.json"])),
+    for name, payload in (("accuracy_a.json", run("raas", "c1", ["u1.json", "u2.json"])
+                           | {"notes": ["rows of c1 re-run"]}),
                           ("accuracy_b.json", run("h2o", "c2"))):
         paths.append(tmp_path / name)
         paths[-1].write_text(json.dumps(payload))
@@ -213,6 +214,7 @@ def test_a_merge_of_merges_names_every_source_and_call(tmp_path):
     again = cli.merge_results([tmp_path / "accuracy_m.json", paths[1]], tmp_path, "m2", plot=False)
     assert [c["git_commit"] for c in again["calls"]] == ["c1", "c2"]
     assert {r["policy"] for r in again["rows"]} == {"raas", "h2o"}
+    assert again["notes"] == ["rows of c1 re-run"]
 
 
 def test_variant_names_keep_settings_apart_and_read_back():
