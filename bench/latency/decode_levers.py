@@ -1,6 +1,7 @@
 """Issue 15: where a decode step's time goes, lever by lever, on the GPU.
 
 python -m bench.latency.decode_levers [--out levers.json] [--skip-checks] [--profile]
+python -m bench.latency.decode_levers --peers rkv,raas [--peer-checks rkv] [--profile]
 
 Checks first: for each policy changed by issue 15 (hsr, recycled, quest, raas) the compiled
 step against the eager step and a float64 reference, from one state, step by step (state
@@ -8,6 +9,9 @@ differences counted), and recycled's gated page-mass kernel against scores.page_
 Then times, at L = 2048, P = 16, batch 1: SDPA; the RaaS step at N = 4k with stages left
 out (no scores/update, no attention); flex alone; the keep-all policies and raas_hsr at
 N = 4k and 128k; and profiles the captured graphs (kernels per replay).
+With --peers, only the named policies at N = 128k, batch 1: the compiled-vs-eager check
+over 200 steps (past a checkpoint of rkv and lazy_eviction) of those in --peer-checks, then
+SDPA and each policy's median and mean step, and its profile with --profile.
 """
 
 from __future__ import annotations
@@ -23,12 +27,13 @@ import raas_flex as rf
 from bench.latency import decode_cases as cases
 from bench.latency.decode_probe import profile, reference
 from bench.latency.decode_state import decode_inputs, seen_cache
-from bench.latency.decode_timing import copy_bandwidth, graph_median_ms, launch_ms
+from bench.latency.decode_timing import copy_bandwidth, graph_stats_ms, launch_ms
 from raas_flex import functional
 from raas_flex.compile import clone_cache, compile_decode_step, recompile_count
 from raas_flex.functional import decode_step_tensors
 from raas_flex.policies.gated_mass import gated_page_mass, page_log_mass
 from raas_flex.policies.raas import RaaSPolicy
+from raas_flex.policies.rkv_scores import rkv_page_scores
 from raas_flex.policies.scores import page_mass
 
 K = 1024
@@ -107,14 +112,14 @@ def check_gated_mass(n: int) -> None:
 
 def timed(method: str, fn, nbytes: int, bw: float, launch: float, **extra) -> float | None:
     try:
-        ms = graph_median_ms(fn)
+        stats = graph_stats_ms(fn)
     except Exception as exc:  # noqa: BLE001 - record and go on
         note(kind="time", method=method, error=f"{type(exc).__name__}: {str(exc)[-400:]}",
              **extra)
         return None
-    floor = nbytes / bw * 1e3
-    note(kind="time", method=method, median_us=ms * 1e3, floor_us=floor * 1e3,
-         over_floor_launch=ms / (floor + launch), **extra)
+    ms, floor = stats["median_ms"], nbytes / bw * 1e3
+    note(kind="time", method=method, median_us=ms * 1e3, mean_us=stats["mean_ms"] * 1e3,
+         floor_us=floor * 1e3, over_floor_launch=ms / (floor + launch), **extra)
     return ms
 
 
@@ -150,20 +155,54 @@ def variant_step(policy, n: int, gen, no_attention: bool = False):
     return run
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", default="levers.json")
-    parser.add_argument("--skip-checks", action="store_true")
-    parser.add_argument("--profile", action="store_true")
-    args = parser.parse_args()
-    OUT.append(args.out)
-    import triton
-    torch._dynamo.config.cache_size_limit = 512
-    torch._dynamo.config.accumulated_cache_size_limit = 4096
-    t0 = time.time()
-    bw, launch = copy_bandwidth(), launch_ms()
-    note(kind="device", device=torch.cuda.get_device_name(), torch=torch.__version__,
-         triton=triton.__version__, bandwidth_GBps=bw / 1e9, launch_us=launch * 1e3)
+def rkv_scores_probe(n: int, bw: float, launch: float) -> None:
+    """rkv's gated page scores alone on a 128k-token state (a 2,048-token pool): the
+    Triton kernels against the torch body (on the CPU), then timed due and idle."""
+    gen = torch.Generator(device="cuda").manual_seed(3)
+    policy = rf.make_policy(rf.RaaSConfig(budget=2048, page_size=16, policy="rkv"))
+    cache, _ = seen_cache(policy, 1, 8, 128, n, 4096, torch.bfloat16, "cuda", gen)
+    ring = torch.randn(1, 8, 8, 4, 128, device="cuda", generator=gen).bfloat16().float()
+    recorded = torch.ones(1, 8, dtype=torch.bool, device="cuda")
+    args = (cases.SCALE, None, 0.1, 7)
+    for due in (True, False):
+        flag = torch.full((1,), due, device="cuda")
+        got = rkv_page_scores(ring, recorded, cache.k, cache.fill, flag, None, *args)
+        want = rkv_page_scores(ring.cpu(), recorded.cpu(), cache.k.cpu(), cache.fill.cpu(),
+                               flag.cpu(), None, *args)
+        finite = torch.isfinite(want)
+        note(kind="check", policy="rkv_page_scores", due=due,
+             same_finite=bool(torch.equal(torch.isfinite(got.cpu()), finite)),
+             max_abs_err=float((got.cpu()[finite] - want[finite]).abs().max())
+             if finite.any() else 0.0,
+             same_order=bool(torch.equal(torch.argsort(got.cpu().flatten(), stable=True),
+                                         torch.argsort(want.flatten(), stable=True))))
+        timed(f"rkv_page_scores_{'due' if due else 'idle'}",
+              lambda: rkv_page_scores(ring, recorded, cache.k, cache.fill, flag, None, *args),
+              0, bw, launch, N=n, batch=1)
+
+
+def peers(names: list[str], checked: list[str], bw: float, launch: float,
+          do_profile: bool) -> None:
+    """The named policies at N = 128k, batch 1: checks (of `checked`), then times beside
+    SDPA."""
+    n = 128 * K
+    if "rkv" in names:
+        rkv_scores_probe(n, bw, launch)
+    for name in checked:
+        check(name, 1, n, 200)
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    timed("sdpa", *cases.sdpa_dense(n, 1, gen), bw, launch, N=n, batch=1)
+    for name in names:
+        (fn, nbytes), cache = cases.policy_step(name, n, 2048, 16, 1, gen)
+        timed(name, fn, nbytes, bw, launch, N=n, batch=1)
+        if do_profile:
+            profile(fn, f"{name} step N=128k")
+        del cache
+        torch.cuda.empty_cache()
+
+
+def levers(args, bw: float, launch: float, t0: float) -> None:
+    """The issue-15 plan (module docstring)."""
     if not args.skip_checks:
         check_gated_mass(128 * K)
         check("recycled", 1, 128 * K, 25)
@@ -208,6 +247,29 @@ def main() -> None:
             del cache
             torch.cuda.empty_cache()
         print(f"[{time.time() - t0:.0f}s]", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default="levers.json")
+    parser.add_argument("--skip-checks", action="store_true")
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--peers", default="", help="comma-separated policies: only these")
+    parser.add_argument("--peer-checks", default="", help="of those, the ones to check")
+    args = parser.parse_args()
+    OUT.append(args.out)
+    import triton
+    torch._dynamo.config.cache_size_limit = 512
+    torch._dynamo.config.accumulated_cache_size_limit = 4096
+    t0 = time.time()
+    bw, launch = copy_bandwidth(), launch_ms()
+    note(kind="device", device=torch.cuda.get_device_name(), torch=torch.__version__,
+         triton=triton.__version__, bandwidth_GBps=bw / 1e9, launch_us=launch * 1e3)
+    if args.peers:
+        peers(args.peers.split(","), [p for p in args.peer_checks.split(",") if p], bw,
+              launch, args.profile)
+    else:
+        levers(args, bw, launch, t0)
     with open(args.out, "w") as f:
         json.dump(dict(rows=ROWS, wall_s=time.time() - t0,
                        command="python -m bench.latency.decode_levers " + " ".join(sys.argv[1:])),

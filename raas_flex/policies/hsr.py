@@ -66,7 +66,7 @@ def head_bounds(q: torch.Tensor, cache: LayerCache, scale: float) -> torch.Tenso
     """Per query head page bounds plus rounding slack, [B, H, G, S]; -inf on empty slots.
     Compiled: bound and slack are two reductions over the same summary loads (one kernel,
     the summaries read once); the slack bounds the fp32 error of any summation order."""
-    if fused_reduction(q, cache):
+    if fused_reduction(q.shape[2] * cache.kmax.numel()):
         kmax = torch.nan_to_num(cache.kmax, neginf=0.0)[:, :, :, None]  # [B, H, S, 1, D]
         kmin = torch.nan_to_num(cache.kmin, posinf=0.0)[:, :, :, None]
         qe = q[:, :, None]  # [B, H, 1, G, D]

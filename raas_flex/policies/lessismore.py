@@ -35,7 +35,7 @@ import torch
 
 from raas_flex.cache.pool import LayerCache
 from raas_flex.policies.base import Blocks, ConfigView, Policy, PolicyOptions, check_int
-from raas_flex.policies.scores import FUSED_BOUND_ELEMENTS
+from raas_flex.policies.scores import fused_reduction
 
 UNRANKED = torch.iinfo(torch.int64).max
 
@@ -130,7 +130,7 @@ def head_page_bound(q: torch.Tensor, cache: LayerCache, scale: float) -> torch.T
     """Quest's bound of every page for every query head, [B, H, G, S] float32; -inf on
     empty slots. As scores.page_bound, without the max over the group."""
     qf = q.float()
-    if qf.shape[2] * cache.kmax.numel() <= FUSED_BOUND_ELEMENTS or torch.compiler.is_compiling():
+    if fused_reduction(qf.shape[2] * cache.kmax.numel()):
         kmax = torch.nan_to_num(cache.kmax, neginf=0.0)[:, :, None]  # [B, H, 1, S, D]
         kmin = torch.nan_to_num(cache.kmin, posinf=0.0)[:, :, None]
         qe = qf[:, :, :, None]  # [B, H, G, 1, D]

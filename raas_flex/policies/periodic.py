@@ -107,6 +107,12 @@ class PeriodicCompressionPolicy(Policy):
 
 def held_token_mask(cache: LayerCache) -> torch.Tensor:
     """[B, H, S*P] bool: the pool tokens a sequence holds (offset < fill of its page)."""
-    B, H, S = cache.fill.shape
-    offset = torch.arange(cache.page_size, device=cache.fill.device)
-    return (offset < cache.fill[..., None]).reshape(B, H, S * cache.page_size)
+    return held_tokens(cache.fill, cache.page_size)
+
+
+def held_tokens(fill: torch.Tensor, page_size: int) -> torch.Tensor:
+    """held_token_mask from the fill counts [B, H, S] alone (for custom ops that get
+    tensors, not the cache)."""
+    B, H, S = fill.shape
+    offset = torch.arange(page_size, device=fill.device)
+    return (offset < fill[..., None]).reshape(B, H, S * page_size)

@@ -11,9 +11,9 @@ cosine similarity to the other held keys. The last 8 tokens are always kept. lam
 (README's default table; the CLI's default is 0.07).
 Here: periodic compression on the paged pool (raas_flex/policies/periodic.py) with
 period = the buffer in pages (8 pages of 16). Each step records the query in a ring of the
-last `window` queries and scores every held page by the sum of its tokens' R-KV scores;
-a checkpoint keeps the pinned pages, the pages holding the last `window` tokens and the
-best-scoring pages, and frees one buffer of pages. Our `budget` is R-KV's budget + buffer
+last `window` queries; a checkpoint scores every held page by the sum of its tokens' R-KV
+scores (only then: rkv_scores.py), keeps the pinned pages, the pages holding the last
+`window` tokens and the best-scoring pages, and frees one buffer of pages. Our `budget` is R-KV's budget + buffer
 (the most the cache ever holds).
 Deviations [project choices]: page granularity (a page is kept or freed whole, by the sum
 of its tokens' scores); the importance softmax runs over every held token (R-KV's leaves
@@ -33,12 +33,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from raas_flex.cache.pool import LayerCache
 from raas_flex.policies.base import ConfigView, PolicyOptions, check_int
-from raas_flex.policies.periodic import PeriodicCompressionPolicy, check_room, held_token_mask
-from raas_flex.policies.scores import layer_softmax
+from raas_flex.policies.periodic import PeriodicCompressionPolicy, check_room
+from raas_flex.policies.rkv_scores import rkv_page_scores
 from raas_flex.sizing import MIN_DECODE_PAGES
 
 QUERIES = "rkv_queries"  # [B, H, window, G, D] float32: the last `window` queries
@@ -114,19 +113,19 @@ class RKVPolicy(PeriodicCompressionPolicy):
         return cache.page_id >= first[:, None, None]
 
     def score(self, q: torch.Tensor, cache: LayerCache, scale: float) -> torch.Tensor:
+        """Records the query in the ring every step; the page scores ([B, H, S]) only for
+        the sequences at a checkpoint (-inf for the others), the only rows `compress`
+        reads: between checkpoints no key is read (rkv_scores.py)."""
         ring = self._ring(cache, q.shape[2])
         seen, recorded = cache.policy_state[SEEN], cache.policy_state[RECORDED]
         at = (seen % self.options.window).view(1)
         ring.index_copy_(2, at, q.float()[:, :, None])
         recorded.index_fill_(1, at, True)
         seen.add_(1)
-        importance = observed_importance(ring, recorded, cache, scale, self.options.pool_kernel)
-        redundancy = key_redundancy(cache)
-        lam = self.options.mix_lambda
-        tokens = lam * importance - (1.0 - lam) * redundancy  # [B, H, S*P]
-        B, H, S = cache.fill.shape
-        pages = tokens.view(B, H, S, cache.page_size).sum(-1)
-        return pages.masked_fill(cache.fill == 0, float("-inf"))
+        due = self.at_checkpoint(cache).view(-1)  # [B]
+        return rkv_page_scores(ring, recorded, cache.k, cache.fill, due, cache.sinks, scale,
+                               cache.softcap, self.options.mix_lambda,
+                               self.options.pool_kernel)
 
     def update(self, cache: LayerCache, scores: torch.Tensor, step: torch.Tensor) -> None:
         self.compress(cache, scores)
@@ -142,38 +141,3 @@ class RKVPolicy(PeriodicCompressionPolicy):
             ring = torch.zeros(B, H, W, group, D, device=ring.device)
             cache.policy_state[QUERIES] = ring
         return ring
-
-
-def observed_importance(ring: torch.Tensor, recorded: torch.Tensor, cache: LayerCache,
-                        scale: float, kernel: int) -> torch.Tensor:
-    """R-KV importance of every pool token, [B, H, S*P]: softmax over held tokens of the
-    group-max logits of each recorded query, under the layer's logit rules (softcap; the
-    group-max sink logit in the softmax, as the model attends), averaged over the recorded
-    queries, then max-pooled over `kernel` neighbours inside each page; 0 for tokens not held."""
-    B, H, W, G, D = ring.shape
-    N = cache.k.shape[2]
-    held = held_token_mask(cache)  # [B, H, N]
-    logits = ring.view(B, H, W * G, D) @ cache.k.float().transpose(-1, -2)
-    logits = logits.view(B, H, W, G, N).amax(3) * scale  # [B, H, W, N]
-    # the sink joins the softmax as a group max too (the cap is monotone: max, then cap)
-    sink = None if cache.sinks is None else cache.sinks.amax(-1)[None, :, None, None]
-    probs = layer_softmax(logits, held[:, :, None], cache, sink)
-    weight = recorded.float()[:, None, :, None]  # [B, 1, W, 1]
-    mean = (probs * weight).sum(2) / weight.sum(2).clamp(min=1)  # [B, H, N]
-    P = cache.page_size
-    pooled = F.max_pool1d(mean.view(-1, 1, P), kernel, stride=1, padding=kernel // 2)
-    return torch.where(held, pooled.view(B, H, N), 0.0)
-
-
-def key_redundancy(cache: LayerCache) -> torch.Tensor:
-    """R-KV redundancy of every pool token, [B, H, S*P]: softmax over held tokens of the
-    token's mean cosine similarity to the held keys (itself counted as 0, mean over all
-    held rows), computed from the sum of the unit keys; 0 for tokens not held."""
-    held = held_token_mask(cache)  # [B, H, N]
-    keys = cache.k.float()
-    unit = keys / (keys.norm(dim=-1, keepdim=True) + 1e-8) * held[..., None]
-    total = unit.sum(2, keepdim=True)  # [B, H, 1, D]
-    count = held.sum(-1, keepdim=True).clamp(min=1)  # [B, H, 1]
-    mean_similarity = ((unit * total).sum(-1) - (unit * unit).sum(-1)) / count
-    redundancy = torch.softmax(mean_similarity.masked_fill(~held, float("-inf")), dim=-1)
-    return torch.where(held, redundancy, 0.0)

@@ -10,7 +10,7 @@ from raas_flex.attention.logit_mods import cap_logits
 from raas_flex.cache.pool import LayerCache
 from raas_flex.masks.dense import visible_token_mask
 
-FUSED_BOUND_ELEMENTS = 1 << 24  # G·B·H·S·D up to which page_bound is one fused reduction
+FUSED_BOUND_ELEMENTS = 1 << 24  # product elements up to which eager mode fuses (fused_reduction)
 PAIRWISE_RANK_SLOTS = 512  # slots up to which ranks are counted pairwise, not sorted
 
 
@@ -25,21 +25,21 @@ def page_bound(q: torch.Tensor, cache: LayerCache, scale: float) -> torch.Tensor
     return bound.masked_fill(cache.fill == 0, float("-inf"))
 
 
-def fused_reduction(q: torch.Tensor, cache: LayerCache) -> bool:
-    """Whether a bound over the page summaries runs as one broadcast-and-reduce (not two
-    fp32 GEMMs): always when compiled (Inductor emits one reduction over D without
-    materialising [B, H, G, S, D]; the GEMMs with G = 4 rows ran at 39 us each over a
-    9,217-slot pool on the H200, issue 15, ~4x their bytes), and in eager mode for small
-    pools only (eager would materialise that product)."""
-    small = q.shape[2] * cache.kmax.numel() <= FUSED_BOUND_ELEMENTS
-    return small or torch.compiler.is_compiling()
+def fused_reduction(product_elements: int) -> bool:
+    """Whether a product of the query heads with the page summaries, of `product_elements`
+    = G · (summary elements), runs as one broadcast-and-reduce, not fp32 GEMMs: always when
+    compiled (Inductor emits one reduction over D without materialising the product; the
+    GEMMs with G = 4 rows ran at 39 us each over a 9,217-slot pool on the H200, issue 15,
+    ~4x their bytes), and in eager mode for small products only (eager would materialise
+    it)."""
+    return product_elements <= FUSED_BOUND_ELEMENTS or torch.compiler.is_compiling()
 
 
 def head_page_bound(qf: torch.Tensor, cache: LayerCache) -> torch.Tensor:
     """sum_i max(q_i kmin_i, q_i kmax_i) == q⁺·kmax + q⁻·kmin per query head, unscaled:
     [B, H, G, S] from qf [B, H, G, D] float32. Empty slots hold garbage (±inf summaries):
     callers mask them."""
-    if fused_reduction(qf, cache):
+    if fused_reduction(qf.shape[2] * cache.kmax.numel()):
         kmax = torch.nan_to_num(cache.kmax, neginf=0.0)  # empty slots: masked by callers
         kmin = torch.nan_to_num(cache.kmin, posinf=0.0)
         # [B, H, S, G] with G innermost: a reduction program's neighbouring outputs share
@@ -54,14 +54,14 @@ def head_page_bound(qf: torch.Tensor, cache: LayerCache) -> torch.Tensor:
             + qf.clamp(max=0) @ cache.kmin.transpose(-1, -2))
 
 
-def layer_softmax(logits: torch.Tensor, seen: torch.Tensor, cache: LayerCache,
+def layer_softmax(logits: torch.Tensor, seen: torch.Tensor, softcap: float | None,
                   sink: torch.Tensor | None) -> torch.Tensor:
     """Softmax of scaled logits [..., N] over the `seen` tokens (broadcastable bool) under the
-    layer's own logit rules: the softcap, and the sink logit [..., 1] (None: no sinks) in the
+    layer's own logit rules: the softcap (None: none), and the sink logit [..., 1] (None: no sinks) in the
     softmax and then dropped, so the weights sum to 1 - the sink's share, as the model
     attends. float32 [..., N], 0 where not seen."""
     N = logits.shape[-1]
-    logits = cap_logits(logits.float(), cache.softcap).masked_fill(~seen, float("-inf"))
+    logits = cap_logits(logits.float(), softcap).masked_fill(~seen, float("-inf"))
     if sink is not None:  # the sink column joins the softmax, then is dropped
         logits = torch.cat([logits, sink.float().expand(*logits.shape[:-1], 1)], dim=-1)
     probs = torch.softmax(logits, dim=-1)[..., :N]
@@ -78,7 +78,7 @@ def token_weights(q: torch.Tensor, cache: LayerCache, scale: float,
     """
     logits = (q.float() @ cache.k.float().transpose(-1, -2)) * scale  # [B, H, G, S*P]
     sink = None if cache.sinks is None else cache.sinks[None, :, :, None]  # [1, H, G, 1]
-    return layer_softmax(logits, seen, cache, sink)
+    return layer_softmax(logits, seen, cache.softcap, sink)
 
 
 def page_mass(q: torch.Tensor, cache: LayerCache, scale: float,

@@ -108,7 +108,7 @@ def test_observed_importance_follows_the_layers_softcap_and_sinks():
     float64 recomputation from the held keys; the uncapped, sink-free softmax differs."""
     import raas_flex as rf
     from raas_flex.policies.periodic import held_token_mask
-    from raas_flex.policies.rkv import observed_importance
+    from raas_flex.policies.rkv_scores import observed_importance
 
     B, HQ, H, D, T, W, cap, scale = 1, 4, 2, 16, 40, 3, 2.0, 0.5
     gen = torch.Generator().manual_seed(0)
@@ -119,7 +119,8 @@ def test_observed_importance_follows_the_layers_softcap_and_sinks():
     cache = rf.new_layer_cache(config, policy, B, H, D, T, 8, softcap=cap, sinks=sinks)
     rf.prefill(q, k, v, cache, policy, torch.ones(B, T, dtype=torch.long), scale)
     ring = torch.randn(B, H, W, HQ // H, D, generator=gen)
-    got = observed_importance(ring, torch.ones(B, W, dtype=torch.bool), cache, scale, kernel=1)
+    got = observed_importance(ring, torch.ones(B, W, dtype=torch.bool), cache.k, cache.fill,
+                              scale, 1, cache.softcap, cache.sinks)
 
     held = held_token_mask(cache)[0]  # [H, N]
     keys = cache.k[0].double()  # [H, N, D]
