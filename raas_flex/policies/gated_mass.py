@@ -1,4 +1,10 @@
-"""Per-page log attention mass that reads the keys only on the steps that need it.
+"""Per-page logit statistics from one pass over the pool's keys, as custom ops.
+
+page_log_mass: the per-page log attention mass, reading the keys only on the steps that
+need it (recycled). page_logit_stats: the same pass on every step, with each page's
+largest logit beside its mass (lazy_eviction's "is any token of the page important"), so
+the exact weights take one kernel instead of an fp32 copy of the pool, a GEMV, a softmax
+and a page max (issue 20).
 
 recycled needs the exact page mass on its full steps (every `period`-th) and nothing on
 the steps between. A branch on the step counter would break the one captured graph, so
@@ -13,8 +19,11 @@ plain torch (always computed, then discarded). Callers normalise over pages them
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
+from raas_flex.attention.logit_mods import cap_logits
 from raas_flex.cache.pool import LayerCache
 
 
@@ -42,7 +51,47 @@ def _(q, k, fill, full, scale):
 @page_log_mass.register_kernel("cuda")
 def _(q, k, fill, full, scale):
     from raas_flex.policies.gated_mass_triton import page_log_mass_cuda
-    return page_log_mass_cuda(q, k, fill, full, scale)
+    return page_log_mass_cuda(q, k, fill, full, scale)[0]
+
+
+@torch.library.custom_op("raas_flex::page_logit_stats", mutates_args=())
+def page_logit_stats(q: torch.Tensor, k: torch.Tensor, fill: torch.Tensor, scale: float,
+                     softcap: Optional[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """q [B, H, G, D], k [B, H, S·P, D] (the pool), fill [B, H, S]. Returns two [B, H, G, S]
+    float32: per page and query head, the log-sum-exp and the max of the held tokens'
+    logits (q·k·scale, then the layer's softcap if any); -inf for empty pages."""
+    B, H, G, _ = q.shape
+    S = fill.shape[-1]
+    logits = cap_logits((q.float() @ k.float().transpose(-1, -2)) * scale, softcap)
+    logits = logits.view(B, H, G, S, -1)
+    held = torch.arange(logits.shape[-1], device=q.device) < fill[:, :, None, :, None]
+    logits = logits.masked_fill(~held, float("-inf"))
+    return torch.logsumexp(logits, dim=-1), logits.amax(-1)
+
+
+@page_logit_stats.register_fake
+def _(q, k, fill, scale, softcap):
+    B, H, G, _ = q.shape
+    shape = (B, H, G, fill.shape[-1])
+    return q.new_empty(shape, dtype=torch.float32), q.new_empty(shape, dtype=torch.float32)
+
+
+@page_logit_stats.register_kernel("cuda")
+def _(q, k, fill, scale, softcap):
+    from raas_flex.policies.gated_mass_triton import page_log_mass_cuda
+    return page_log_mass_cuda(q, k, fill, None, scale, softcap, want_max=True)
+
+
+def page_max_weight(q: torch.Tensor, cache: LayerCache, scale: float) -> torch.Tensor:
+    """The largest softmax weight any held token of each page gets from any query head of
+    the group, over every held token under the layer's own logit rules (softcap; the sink
+    in the normaliser), as scores.token_weights(...).view(..., S, P).amax over the group
+    and the page. [B, H, S] float32, 0 for empty pages."""
+    log_mass, top = page_logit_stats(q, cache.k, cache.fill, scale, cache.softcap)
+    total = torch.logsumexp(log_mass, dim=-1, keepdim=True)  # [B, H, G, 1]
+    if cache.sinks is not None:  # [H, G]: the sink joins the normaliser
+        total = torch.logaddexp(total, cache.sinks.float()[None, :, :, None])
+    return torch.exp(top - total).amax(2).nan_to_num(0.0)
 
 
 def page_mass_from_log(log_mass: torch.Tensor) -> torch.Tensor:

@@ -34,9 +34,9 @@ import torch
 
 from raas_flex.cache.pool import LayerCache
 from raas_flex.policies.base import ConfigView, PolicyOptions, check_int
-from raas_flex.policies.scores import token_weights
+from raas_flex.policies.gated_mass import page_max_weight
 from raas_flex.policies.periodic import (
-    FRESH, PeriodicCompressionPolicy, check_room, held_token_mask, period_pages,
+    FRESH, PeriodicCompressionPolicy, check_room, period_pages,
 )
 
 LAST = "lazy_last"  # [B, H, S] int64: last step the page was important
@@ -92,12 +92,9 @@ class LazyEvictionPolicy(PeriodicCompressionPolicy):
 
     def score(self, q: torch.Tensor, cache: LayerCache, scale: float) -> torch.Tensor:
         """[B, H, S]: the largest attention weight any token of the page gets from any
-        query head of the group this step (0 for empty slots)."""
-        B, H, G, _ = q.shape
-        S, P = cache.num_slots, cache.page_size
-        held = held_token_mask(cache)[:, :, None]  # [B, H, 1, N]
-        weights = token_weights(q, cache, scale, held)  # [B, H, G, N], the layer's rules
-        return weights.view(B, H, G, S, P).amax(dim=(2, 4))
+        query head of the group this step (0 for empty slots), from one pass over the
+        pool's keys (gated_mass.page_max_weight)."""
+        return page_max_weight(q, cache, scale)
 
     def update(self, cache: LayerCache, scores: torch.Tensor, step: torch.Tensor) -> None:
         state = cache.policy_state
