@@ -54,13 +54,22 @@ def note(**row) -> None:
                            + " ".join(sys.argv[1:])), f, indent=1)
 
 
-def _differing(cache, eager) -> list[str]:
+def _differing(cache, eager) -> tuple[list[str], float]:
+    """(state that differs exactly: the pool, its metadata and the policy's integer and
+    boolean state, i.e. the decisions; the largest relative difference of the policy's
+    float scores, which compiled and eager code may round differently in the last bits)."""
     bad = [f for f in STATE if not torch.equal(getattr(cache, f), getattr(eager, f))]
+    drift = 0.0
     for name, value in cache.policy_state.items():
         other = eager.policy_state[name]
-        if not torch.equal(value.nan_to_num(), other.nan_to_num()):
-            bad.append(name)
-    return bad
+        if not value.is_floating_point():
+            if not torch.equal(value, other):
+                bad.append(name)
+            continue
+        a, b = value.double().nan_to_num(), other.double().nan_to_num()
+        if not torch.equal(a, b):
+            drift = max(drift, float(((a - b).abs() / (b.abs() + 1e-30)).max()))
+    return bad, drift
 
 
 def check(name: str, batch: int, n: int, steps: int) -> None:
@@ -70,15 +79,18 @@ def check(name: str, batch: int, n: int, steps: int) -> None:
     cache, step = seen_cache(policy, batch, 8, 128, n, 4096, torch.bfloat16, "cuda", gen)
     eager = clone_cache(cache)
     compiled = compile_decode_step(None)
-    worst_ref = worst_eager = 0.0
-    differ = []
+    worst_ref = worst_eager = worst_drift = 0.0
+    differ, drifted = [], 0
     for i in range(steps):
         q, k, v = decode_inputs(batch, gen)
         out = compiled(q, k, v, cache, policy, step + i, 128 ** -0.5)
         ref_out = decode_step_tensors(q, k, v, eager, policy, step + i, 128 ** -0.5)
-        bad = _differing(cache, eager)
-        if bad:  # decisions diverged (a rounding tie): resync to keep comparing outputs
-            differ.append((i, bad))
+        bad, drift = _differing(cache, eager)
+        drifted += drift > 0
+        worst_drift = max(worst_drift, drift)
+        if bad or drift:  # resync, so that each step is compared from the same state
+            if bad:  # decisions diverged (a rounding tie)
+                differ.append((i, bad))
             eager = clone_cache(cache)
         ref = reference(q, cache)
         worst_ref = max(worst_ref, float((out.double() - ref).norm() / ref.norm()))
@@ -87,6 +99,7 @@ def check(name: str, batch: int, n: int, steps: int) -> None:
     note(kind="check", policy=name, batch=batch, N=n, steps=steps,
          rel_err_vs_f64=worst_ref, rel_err_vs_eager=worst_eager,
          steps_differing=len(differ), first_differ=str(differ[:3]),
+         steps_score_drift=drifted, max_score_rel_drift=worst_drift,
          recompiles=recompile_count(compiled))
 
 

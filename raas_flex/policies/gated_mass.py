@@ -2,9 +2,9 @@
 
 page_log_mass: the per-page log attention mass, reading the keys only on the steps that
 need it (recycled). page_logit_stats: the same pass on every step, with each page's
-largest logit beside its mass (lazy_eviction's "is any token of the page important"), so
-the exact weights take one kernel instead of an fp32 copy of the pool, a GEMV, a softmax
-and a page max (issue 20).
+largest logit beside its mass, for lazy_eviction's "is any token of the page important"
+and the h2o family's page mass: one kernel instead of an fp32 copy of the pool, a GEMV, a
+softmax and a page reduction (issue 20).
 
 recycled needs the exact page mass on its full steps (every `period`-th) and nothing on
 the steps between. A branch on the step counter would break the one captured graph, so
@@ -82,16 +82,30 @@ def _(q, k, fill, scale, softcap):
     return page_log_mass_cuda(q, k, fill, None, scale, softcap, want_max=True)
 
 
+def held_page_mass(q: torch.Tensor, cache: LayerCache, scale: float) -> torch.Tensor:
+    """scores.page_mass over every held token (softmax under the layer's rules, summed per
+    page, max over the group), from one pass over the keys: e^(log mass − log-sum-exp).
+    [B, H, S] float32, 0 for empty pages."""
+    log_mass, _ = page_logit_stats(q, cache.k, cache.fill, scale, cache.softcap)
+    return torch.exp(log_mass - _log_normaliser(log_mass, cache)).amax(2).nan_to_num(0.0)
+
+
+def _log_normaliser(log_mass: torch.Tensor, cache: LayerCache) -> torch.Tensor:
+    """log Σ over held tokens of e^logit, plus the sink's e^logit if the layer has sinks:
+    [B, H, G, 1] from the per-page log masses [B, H, G, S]."""
+    total = torch.logsumexp(log_mass, dim=-1, keepdim=True)
+    if cache.sinks is not None:  # [H, G]: the sink joins the normaliser
+        total = torch.logaddexp(total, cache.sinks.float()[None, :, :, None])
+    return total
+
+
 def page_max_weight(q: torch.Tensor, cache: LayerCache, scale: float) -> torch.Tensor:
     """The largest softmax weight any held token of each page gets from any query head of
     the group, over every held token under the layer's own logit rules (softcap; the sink
     in the normaliser), as scores.token_weights(...).view(..., S, P).amax over the group
     and the page. [B, H, S] float32, 0 for empty pages."""
     log_mass, top = page_logit_stats(q, cache.k, cache.fill, scale, cache.softcap)
-    total = torch.logsumexp(log_mass, dim=-1, keepdim=True)  # [B, H, G, 1]
-    if cache.sinks is not None:  # [H, G]: the sink joins the normaliser
-        total = torch.logaddexp(total, cache.sinks.float()[None, :, :, None])
-    return torch.exp(top - total).amax(2).nan_to_num(0.0)
+    return torch.exp(top - _log_normaliser(log_mass, cache)).amax(2).nan_to_num(0.0)
 
 
 def page_mass_from_log(log_mass: torch.Tensor) -> torch.Tensor:

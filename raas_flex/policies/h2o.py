@@ -5,9 +5,9 @@ attention scores accumulated over the decode steps -- and a window of the most r
 tokens, split 1:1 by default; when over budget, evict the token with the lowest
 accumulated score outside the recent window.
 Here, per page: each step adds every held page's exact attention mass (scores.page_mass
-over all held tokens, the max over the GQA group) to the page's accumulator; when a page
-needs room, the unpinned page with the lowest accumulated mass among those outside the
-recent window is evicted (ties: the older page). The window is the most recent
+over all held tokens, the max over the GQA group, from one pass over the keys:
+gated_mass.held_page_mass) to the page's accumulator; when a page needs room, the unpinned
+page with the lowest accumulated mass among those outside the recent window is evicted (ties: the older page). The window is the most recent
 max(1, round(recent_ratio · budget pages)) pages held, recent_ratio = 0.5 by
 default (the paper's 1:1). If every unpinned page lies in the window, the oldest goes.
 Every held token is attended, so a step costs O(L) time and memory.
@@ -27,7 +27,7 @@ import torch
 
 from raas_flex.cache.pool import LayerCache
 from raas_flex.policies.base import Policy, PolicyOptions
-from raas_flex.policies.scores import page_mass
+from raas_flex.policies.gated_mass import held_page_mass
 
 ACCUMULATED = "h2o_accumulated"  # [B, H, S] float32 accumulated attention mass
 # A finite key above any reachable accumulated mass: keeps the recent window out of
@@ -74,7 +74,7 @@ class H2OPolicy(Policy):
         cache.policy_state[ACCUMULATED].masked_fill_(opened, 0.0)
 
     def score(self, q: torch.Tensor, cache: LayerCache, scale: float) -> torch.Tensor:
-        return page_mass(q, cache, scale, cache.fill)
+        return held_page_mass(q, cache, scale)  # scores.page_mass over the held tokens
 
     def update(self, cache: LayerCache, scores: torch.Tensor, step: torch.Tensor) -> None:
         cache.policy_state[ACCUMULATED].add_(scores)

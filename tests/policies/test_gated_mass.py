@@ -1,6 +1,6 @@
 """The page statistics of policies/gated_mass.py: recycled's gated page mass against
 scores.page_mass (the same masses on a full step, nothing computed otherwise), and
-lazy_eviction's page max weight against the materialised token weights."""
+lazy_eviction's page max weight and h2o's page mass against the materialised weights."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from raas_flex.cache import allocate_layer_cache, write_prompt
-from raas_flex.policies.gated_mass import gated_page_mass, page_log_mass, page_max_weight
+from raas_flex.policies.gated_mass import (
+    gated_page_mass, held_page_mass, page_log_mass, page_max_weight,
+)
 from raas_flex.policies.periodic import held_token_mask
 from raas_flex.policies.scores import page_mass, token_weights
 
@@ -44,9 +46,11 @@ def test_full_step_mass_equals_page_mass(seed, B, H, G, T) -> None:
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**20), G=st.integers(1, 4), T=st.integers(1, 5 * P),
        cap=st.sampled_from([None, 2.0]), sinks=st.booleans())
-def test_page_max_weight_equals_the_largest_token_weight(seed, G, T, cap, sinks) -> None:
-    """lazy_eviction's one-pass page max (page_logit_stats) against the materialised
-    softmax weights under the layer's rules (softcap, sink in the normaliser)."""
+def test_one_pass_page_statistics_equal_the_materialised_weights(seed, G, T, cap,
+                                                                 sinks) -> None:
+    """lazy_eviction's page max weight and the h2o family's page mass, both from one pass
+    (page_logit_stats), against the materialised softmax weights under the layer's rules
+    (softcap, sink in the normaliser)."""
     B, H, D = 2, 2, 8
     cache, gen = _cache(seed, B, H, D, T, S=6)
     cache.softcap = cap
@@ -57,3 +61,6 @@ def test_page_max_weight_equals_the_largest_token_weight(seed, G, T, cap, sinks)
     got = page_max_weight(q, cache, D ** -0.5)
     assert torch.allclose(got, want, rtol=1e-5, atol=1e-7)
     assert bool((got[cache.fill == 0] == 0).all())
+    mass = held_page_mass(q, cache, D ** -0.5)
+    assert torch.allclose(mass, page_mass(q, cache, D ** -0.5, cache.fill), rtol=1e-5,
+                          atol=1e-7)
