@@ -27,18 +27,25 @@ from raas_flex.attention.logit_mods import cap_logits
 from raas_flex.cache.pool import LayerCache
 
 
+def page_logits(q: torch.Tensor, k: torch.Tensor, fill: torch.Tensor, scale: float,
+                softcap: float | None) -> torch.Tensor:
+    """The torch body of both ops: q·k·scale (then the softcap, if any) of every pool token,
+    [B, H, G, S, P] float32, -inf for tokens not held."""
+    B, H, G, _ = q.shape
+    S = fill.shape[-1]
+    logits = cap_logits((q.float() @ k.float().transpose(-1, -2)) * scale, softcap)
+    logits = logits.view(B, H, G, S, -1)
+    held = torch.arange(logits.shape[-1], device=q.device) < fill[:, :, None, :, None]
+    return logits.masked_fill(~held, float("-inf"))
+
+
 @torch.library.custom_op("raas_flex::page_log_mass", mutates_args=())
 def page_log_mass(q: torch.Tensor, k: torch.Tensor, fill: torch.Tensor, full: torch.Tensor,
                   scale: float) -> torch.Tensor:
     """q [B, H, G, D], k [B, H, S·P, D] (the pool), fill [B, H, S] tokens held per slot,
     full [] bool. Returns [B, H, G, S] float32: per-page log-sum-exp of the logits of the
     held tokens (-inf for empty pages), or -inf everywhere when `full` is False."""
-    B, H, G, _ = q.shape
-    S = fill.shape[-1]
-    logits = (q.float() @ k.float().transpose(-1, -2)) * scale  # [B, H, G, S*P]
-    logits = logits.view(B, H, G, S, -1)
-    held = torch.arange(logits.shape[-1], device=q.device) < fill[:, :, None, :, None]
-    out = torch.logsumexp(logits.masked_fill(~held, float("-inf")), dim=-1)
+    out = torch.logsumexp(page_logits(q, k, fill, scale, None), dim=-1)
     return torch.where(full, out, float("-inf"))
 
 
@@ -60,12 +67,7 @@ def page_logit_stats(q: torch.Tensor, k: torch.Tensor, fill: torch.Tensor, scale
     """q [B, H, G, D], k [B, H, S·P, D] (the pool), fill [B, H, S]. Returns two [B, H, G, S]
     float32: per page and query head, the log-sum-exp and the max of the held tokens'
     logits (q·k·scale, then the layer's softcap if any); -inf for empty pages."""
-    B, H, G, _ = q.shape
-    S = fill.shape[-1]
-    logits = cap_logits((q.float() @ k.float().transpose(-1, -2)) * scale, softcap)
-    logits = logits.view(B, H, G, S, -1)
-    held = torch.arange(logits.shape[-1], device=q.device) < fill[:, :, None, :, None]
-    logits = logits.masked_fill(~held, float("-inf"))
+    logits = page_logits(q, k, fill, scale, softcap)
     return torch.logsumexp(logits, dim=-1), logits.amax(-1)
 
 

@@ -1,9 +1,8 @@
 """CUDA body of raas_flex::page_log_mass and raas_flex::page_logit_stats (gated_mass.py):
 one Triton program per (sequence·kv head, chunk of pages). Gated (page_log_mass), each
 program reads the device flag `full` first; when it is 0 it only writes -inf, so a step
-that needs no mass reads no keys. A 16-bit pool multiplies the query in the pool's dtype
-on tensor cores (fp32 accumulation; exact inputs when the query has the pool's dtype, as the
-model's own queries do): the ieee fp32 product it replaced took 90 µs per call at 2,048
+that needs no mass reads no keys. A 16-bit pool multiplies on tensor cores
+(triton_logits.pool_dot): the ieee fp32 product it replaced took 90 µs per call at 2,048
 tokens on the H200 (issue 20). Imported on first CUDA use only (no Triton on the CPU)."""
 
 from __future__ import annotations
@@ -11,6 +10,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
+from raas_flex.policies.triton_logits import pool_dot, softcap
 
 CHUNK_TOKENS = 128  # keys per program: one [128, D] tile
 
@@ -34,13 +35,7 @@ def _page_stats(q_ptr, k_ptr, fill_ptr, out_ptrs, max_ptrs, out_mask, b, h, chun
     k = tl.load(k_ptr + b * sk_b + h * sk_h + (chunk * PAGES * P + t)[:, None] * sk_n
                 + d[None, :], mask=valid[:, None] & (d[None, :] < D),
                 other=0.0)  # [T, DP]
-    if LOWP:  # the query in the pool's dtype (exact: the model's own), tensor cores
-        logits = tl.dot(q.to(k.dtype), tl.trans(k)) * scale  # [GP, T] float32
-    else:
-        logits = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)),
-                        input_precision="ieee") * scale
-    if HAS_CAP:  # cap * tanh(x / cap), tanh from exp (saturates to ±1 without overflow)
-        logits = cap * (2.0 / (1.0 + tl.exp(-2.0 * logits / cap)) - 1.0)
+    logits = softcap(pool_dot(q, k, LOWP) * scale, cap, HAS_CAP)  # [GP, T] float32
     logits = tl.where(valid[None, :], logits, float("-inf"))
     per_page = tl.reshape(logits, (GP, PAGES, P))
     top = tl.max(per_page, axis=2)  # [GP, PAGES]

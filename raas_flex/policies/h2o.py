@@ -7,9 +7,9 @@ accumulated score outside the recent window.
 Here, per page: each step adds every held page's exact attention mass (scores.page_mass
 over all held tokens, the max over the GQA group, from one pass over the keys:
 gated_mass.held_page_mass) to the page's accumulator; when a page needs room, the unpinned
-page with the lowest accumulated mass among those outside the recent window is evicted (ties: the older page). The window is the most recent
-max(1, round(recent_ratio · budget pages)) pages held, recent_ratio = 0.5 by
-default (the paper's 1:1). If every unpinned page lies in the window, the oldest goes.
+page with the lowest accumulated mass among those outside the recent window is evicted
+(ties: the older page). The window is the most recent max(1, round(recent_ratio · budget
+pages)) pages held, recent_ratio = 0.5 by default (the paper's 1:1). If every unpinned page lies in the window, the oldest goes.
 Every held token is attended, so a step costs O(L) time and memory.
 Deviations [project choices]: page granularity (one accumulator per page, not per
 token); the GQA group's mass is reduced by max; accumulation starts at the first

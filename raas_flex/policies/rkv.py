@@ -13,15 +13,15 @@ Here: periodic compression on the paged pool (raas_flex/policies/periodic.py) wi
 period = the buffer in pages (8 pages of 16). Each step records the query in a ring of the
 last `window` queries; a checkpoint scores every held page by the sum of its tokens' R-KV
 scores (only then: rkv_scores.py), keeps the pinned pages, the pages holding the last
-`window` tokens and the best-scoring pages, and frees one buffer of pages. Our `budget` is R-KV's budget + buffer
-(the most the cache ever holds).
+`window` tokens and the best-scoring pages, and frees one buffer of pages. Our `budget` is
+R-KV's budget + buffer (the most the cache ever holds).
 Deviations [project choices]: page granularity (a page is kept or freed whole, by the sum
 of its tokens' scores); the importance softmax runs over every held token (R-KV's leaves
 the window's own tokens out); the importance max-pool runs inside each page (R-KV pools along the
 cache order, which after the first compression is score order, not position); the
 redundancy omits R-KV's rule that spares, for each token, its most recent neighbour with
 similarity > 0.5 (it needs the N x N similarity matrix; without it the mean similarity is
-one dot product per token with the sum of the unit keys, O(L·D) per step, see
+one dot product per token with the sum of the unit keys, O(L·D) per checkpoint, see
 docs/algorithms.md for the measured agreement); state per (sequence, kv head); with
 keep_prefill=True (default) the prompt is pinned, while R-KV may evict it
 (keep_prefill=False for that); the checkpoint step attends the compressed set (R-KV

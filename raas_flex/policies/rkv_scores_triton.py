@@ -13,14 +13,15 @@ on the H200, issue 20):
   C. per (sequence, kv head): the redundancy softmax's normaliser over the pages, and each
      page's score; -inf for empty pages and for sequences not due.
 The logits multiply the ring (the model's queries upcast, so exact in the pool's dtype) by
-the keys in the pool's dtype on tensor cores, accumulating in fp32; an fp32 pool multiplies
-in ieee fp32. Imported on first CUDA use only (the CPU install has no Triton)."""
+the keys as triton_logits.pool_dot does. Imported on first CUDA use only (the CPU install has no Triton)."""
 
 from __future__ import annotations
 
 import torch
 import triton
 import triton.language as tl
+
+from raas_flex.policies.triton_logits import pool_dot, softcap
 
 CHUNK_TOKENS = 64  # tokens per program (at least one page)
 TILE_ELEMENTS = 4096  # logits per program: [observation rows, tokens] fp32 in registers
@@ -38,15 +39,10 @@ def _tile(ring, k_row, fill_row, sk_n, chunk, scale, cap, S: tl.constexpr, P: tl
     held = (tok % P) < tl.load(fill_row + tok // P, mask=tok < S * P, other=0)
     keys = tl.load(k_row + tok[:, None] * sk_n + d[None, :],
                    mask=held[:, None] & (d < D)[None, :], other=0.0)
-    if LOWP:
-        logits = tl.dot(ring.to(keys.dtype), tl.trans(keys))  # [WP*GP, TOK] fp32
-    else:
-        logits = tl.dot(ring, tl.trans(keys.to(tl.float32)), input_precision="ieee")
-    logits = tl.reshape(logits, (WP, GP, TOK))
+    logits = tl.reshape(pool_dot(ring, keys, LOWP), (WP, GP, TOK))  # fp32
     g = tl.arange(0, GP)
     logits = tl.max(tl.where((g < G)[None, :, None], logits, float("-inf")), axis=1) * scale
-    if HAS_CAP:  # cap * tanh(x / cap), tanh from exp (saturates to ±1 without overflow)
-        logits = cap * (2.0 / (1.0 + tl.exp(-2.0 * logits / cap)) - 1.0)
+    logits = softcap(logits, cap, HAS_CAP)
     logits = tl.where(held[None, :], logits, float("-inf"))
     keys = keys.to(tl.float32)
     unit = keys / (tl.sqrt(tl.sum(keys * keys, axis=1)) + 1e-8)[:, None]

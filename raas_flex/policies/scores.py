@@ -57,9 +57,9 @@ def head_page_bound(qf: torch.Tensor, cache: LayerCache) -> torch.Tensor:
 def layer_softmax(logits: torch.Tensor, seen: torch.Tensor, softcap: float | None,
                   sink: torch.Tensor | None) -> torch.Tensor:
     """Softmax of scaled logits [..., N] over the `seen` tokens (broadcastable bool) under the
-    layer's own logit rules: the softcap (None: none), and the sink logit [..., 1] (None: no sinks) in the
-    softmax and then dropped, so the weights sum to 1 - the sink's share, as the model
-    attends. float32 [..., N], 0 where not seen."""
+    layer's own logit rules: the softcap (None: none), and the sink logit [..., 1] (None: no
+    sinks) in the softmax and then dropped, so the weights sum to 1 - the sink's share, as
+    the model attends. float32 [..., N], 0 where not seen."""
     N = logits.shape[-1]
     logits = cap_logits(logits.float(), softcap).masked_fill(~seen, float("-inf"))
     if sink is not None:  # the sink column joins the softmax, then is dropped
