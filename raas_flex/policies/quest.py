@@ -19,18 +19,19 @@ import torch
 
 from raas_flex.cache.pool import LayerCache
 from raas_flex.policies.base import Blocks, Policy, PolicyOptions
-from raas_flex.policies.scores import page_bound, top_slots
+from raas_flex.policies.keep_all_ops import quest_bound, select_top_slots
 
 
 def top_pages_with_current(cache: LayerCache, scores: torch.Tensor, pages: int
                            ) -> tuple[torch.Tensor, torch.Tensor]:
     """The `pages` live slots ranked highest by score (ties: the older page), current slot
     first: (chosen [B, H, S] bool, their slot indices [B, H, pages]). A top-k select over
-    the S page scores: nothing here reads token data or sorts the pool."""
+    the S page scores (keep_all_ops.select_top_slots): nothing here reads token data or
+    sorts the pool."""
     slots = torch.arange(cache.num_slots, device=scores.device)
     is_current = slots == cache.current[..., None]  # [B, H, S]
     ranked = torch.where(is_current, float("inf"), scores)
-    return top_slots(ranked, cache.page_id, cache.fill > 0, pages)
+    return select_top_slots(ranked, cache.page_id, cache.fill > 0, pages)
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,8 @@ class QuestPolicy(Policy):
     Options = QuestOptions
 
     def score(self, q: torch.Tensor, cache: LayerCache, scale: float) -> torch.Tensor:
-        return page_bound(q, cache, scale)
+        # scores.page_bound as one op: a Triton pass over the summaries on CUDA
+        return quest_bound(q, cache.kmax, cache.kmin, cache.fill, scale, cache.softcap)
 
     def select(self, cache: LayerCache, scores: torch.Tensor,
                step: torch.Tensor) -> torch.Tensor:

@@ -20,8 +20,8 @@ Cost: a recycled step reads no token data. The exact page mass is one custom op
 (gated_mass.page_log_mass) that always launches, so the step stays one branch-free,
 sync-free graph that CUDA graphs can replay, and reads the keys only when the device flag
 "this is a full step" is set (on CUDA its Triton programs skip every load otherwise; on
-the CPU it is plain torch, computed and discarded). The top pages are a torch.topk over
-the S stored masses (scores.top_slots) and the kernel's block list is the chosen pages
+the CPU it is plain torch, computed and discarded). The top pages are a select over the S
+stored masses (keep_all_ops.select_top_slots: a Triton kernel on CUDA) and the kernel's block list is the chosen pages
 (masks.chosen_blocks): O(S log S) over page data, no sort.
 """
 
@@ -34,7 +34,7 @@ import torch
 from raas_flex.cache.pool import LayerCache
 from raas_flex.policies.base import ConfigView, Policy, PolicyOptions, check_int
 from raas_flex.policies.gated_mass import gated_page_mass
-from raas_flex.policies.scores import top_slots
+from raas_flex.policies.keep_all_ops import select_top_slots
 
 MASS = "recycled_mass"  # [B, H, S] float32: page mass at the last full step
 STEP = "recycled_step"  # [] int64: decode steps taken so far by this layer
@@ -92,7 +92,8 @@ class RecycledPolicy(Policy):
         current = slots == cache.current[..., None]
         # The top pages among the live, not new ones (ties: the older page); a top-k over
         # S page masses. Equal to rank_descending over those pages < top_pages.
-        top, _ = top_slots(mass, cache.page_id, live & ~new, self.options.top_pages(self.config))
+        top, _ = select_top_slots(mass, cache.page_id, live & ~new,
+                                  self.options.top_pages(self.config))
         chosen = live & (full | top | new | current)
         cache.policy_state[STEP].add_(1)
         return torch.where(chosen, cache.fill, 0)

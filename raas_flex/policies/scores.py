@@ -19,10 +19,17 @@ def page_bound(q: torch.Tensor, cache: LayerCache, scale: float) -> torch.Tensor
 
     q: [B, H, G, D]. Returns [B, H, S] float32, -inf for empty slots.
     """
+    return summary_bound(q, cache.kmax, cache.kmin, cache.fill, scale, cache.softcap)
+
+
+def summary_bound(q: torch.Tensor, kmax: torch.Tensor, kmin: torch.Tensor, fill: torch.Tensor,
+                  scale: float, softcap: float | None) -> torch.Tensor:
+    """page_bound from the summaries themselves (kmax, kmin [B, H, S, D], fill [B, H, S]):
+    the torch rule, also the reference of the keep-all policies' CUDA kernel."""
     # The layer's softcap is monotone, so capping the bound keeps it a bound (and the top-k
     # order); capped, it is on the scale the softmax sees (importance="alpha").
-    bound = cap_logits(head_page_bound(q.float(), cache).amax(2) * scale, cache.softcap)
-    return bound.masked_fill(cache.fill == 0, float("-inf"))
+    bound = cap_logits(summaries_bound(q.float(), kmax, kmin).amax(2) * scale, softcap)
+    return bound.masked_fill(fill == 0, float("-inf"))
 
 
 def fused_reduction(product_elements: int) -> bool:
@@ -39,9 +46,14 @@ def head_page_bound(qf: torch.Tensor, cache: LayerCache) -> torch.Tensor:
     """sum_i max(q_i kmin_i, q_i kmax_i) == q⁺·kmax + q⁻·kmin per query head, unscaled:
     [B, H, G, S] from qf [B, H, G, D] float32. Empty slots hold garbage (±inf summaries):
     callers mask them."""
-    if fused_reduction(qf.shape[2] * cache.kmax.numel()):
-        kmax = torch.nan_to_num(cache.kmax, neginf=0.0)  # empty slots: masked by callers
-        kmin = torch.nan_to_num(cache.kmin, posinf=0.0)
+    return summaries_bound(qf, cache.kmax, cache.kmin)
+
+
+def summaries_bound(qf: torch.Tensor, kmax: torch.Tensor, kmin: torch.Tensor) -> torch.Tensor:
+    """head_page_bound from the summaries kmax, kmin [B, H, S, D]."""
+    if fused_reduction(qf.shape[2] * kmax.numel()):
+        kmax = torch.nan_to_num(kmax, neginf=0.0)  # empty slots: masked by callers
+        kmin = torch.nan_to_num(kmin, posinf=0.0)
         # [B, H, S, G] with G innermost: a reduction program's neighbouring outputs share
         # one summary row (read once, not once per query head).
         qe = qf[:, :, None]  # [B, H, 1, G, D]
@@ -50,8 +62,8 @@ def head_page_bound(qf: torch.Tensor, cache: LayerCache) -> torch.Tensor:
     # Straight from the summaries: the ±inf rows of empty slots give inf/NaN only in their
     # own columns, which callers overwrite (a held page's summaries are finite).
     # nan_to_num here would copy both summaries every step.
-    return (qf.clamp(min=0) @ cache.kmax.transpose(-1, -2)
-            + qf.clamp(max=0) @ cache.kmin.transpose(-1, -2))
+    return (qf.clamp(min=0) @ kmax.transpose(-1, -2)
+            + qf.clamp(max=0) @ kmin.transpose(-1, -2))
 
 
 def layer_softmax(logits: torch.Tensor, seen: torch.Tensor, softcap: float | None,
