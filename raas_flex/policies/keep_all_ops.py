@@ -6,8 +6,8 @@ the only O(N/P) work of its step and must run near bandwidth. Compiled, the boun
 Inductor reduction at ~3x its bytes and the top-k was torch's radix select (three
 gatherTopK launches of ~16 µs each whatever the row length, plus copies): 57 + 53 µs of a
 169 µs quest step at 128k on the H200 (issue 15, bench/NOTES.md lever 12). On CUDA both
-ops are Triton kernels (keep_all_triton.py); elsewhere, and on CUDA for rows longer than
-the select kernel holds in registers, they are the torch rules of scores.py, which are
+ops are Triton kernels (keep_all_triton.py); elsewhere, and on CUDA for rows with more
+candidates than the select kernel holds in registers, they are the torch rules of scores.py, which are
 also the kernels' references. Same decisions either way: the chosen slots are exactly the
 k held slots first by (score desc, older page).
 """
@@ -19,9 +19,6 @@ from typing import Optional
 import torch
 
 from raas_flex.policies.scores import summary_bound, top_slots
-
-MAX_SELECT_SLOTS = 16384  # slots per row the CUDA select keeps in registers
-
 
 @torch.library.custom_op("raas_flex::quest_bound", mutates_args=())
 def quest_bound(q: torch.Tensor, kmax: torch.Tensor, kmin: torch.Tensor, fill: torch.Tensor,
@@ -47,7 +44,8 @@ def select_top_slots(scores: torch.Tensor, page_id: torch.Tensor, held: torch.Te
                      k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """scores.top_slots: scores [B, H, S] float32, page_id [B, H, S] int64, held [B, H, S]
     bool -> (chosen [B, H, S] bool, index [B, H, min(k, S)] int64). index lists the chosen
-    slots, then (when fewer than k are held) slots that hold nothing, which callers mask."""
+    slots, then (when fewer than k are held) slots that hold nothing, which callers mask
+    (on CUDA one such slot, repeated)."""
     return top_slots(scores, page_id, held, k)
 
 
@@ -60,7 +58,8 @@ def _(scores, page_id, held, k):
 
 @select_top_slots.register_kernel("cuda")
 def _(scores, page_id, held, k):
-    if scores.shape[-1] > MAX_SELECT_SLOTS:
+    from raas_flex.policies.keep_all_triton import select_fits, select_top_slots_cuda
+    k = min(k, scores.shape[-1])
+    if not select_fits(scores.shape[-1], k):
         return top_slots(scores, page_id, held, k)
-    from raas_flex.policies.keep_all_triton import select_top_slots_cuda
-    return select_top_slots_cuda(scores, page_id, held, min(k, scores.shape[-1]))
+    return select_top_slots_cuda(scores, page_id, held, k)

@@ -4,13 +4,15 @@ quest_bound: one program per (sequence·kv head, chunk of SLOTS pages) reads tha
 fp32 summaries once and reduces q⁺·kmax + q⁻·kmin over D for every query head of the
 group in registers (the bytes are the summaries: 8 B·D per page and kv head).
 
-select_top_slots: one program per (sequence, kv head) holds its row of S ≤ 16,384 keys
-in registers and finds the k-th largest by a greedy bit search, two bits per pass: the
-three candidate counts of a pass share one reduction (packed into 16-bit fields of an
-int64). The key is scores.order_key split in two words: the score's monotone bits (hi),
-then the older page (lo), which only the ties at the threshold need, so the 16 passes
-over lo run only when such a tie exists. Then one scan compacts the chosen slots into
-the index list. Imported on first CUDA use only (no Triton on the CPU).
+select_top_slots, in two stages so that a row is spread over many programs: stage 1 keeps
+each 1,024-slot chunk's first min(k, held) slots as candidates (a row's first k are
+among them), stage 2 takes the first k of a row's candidates. Each finds its k-th largest
+key by a greedy bit search, two bits per pass: the three candidate counts of a pass share
+one reduction (packed into 16-bit fields of an int64). The key is scores.order_key split
+in two words: the score's monotone bits (hi), then the older page (lo), which only ties
+at the threshold need, so the 16 passes over lo run only when such a tie exists. A scan
+compacts the chosen slots into the index list. (A first version held a whole row of
+9,217 slots in one program: 90-130 µs per call on the H200, slower than torch.topk.) Imported on first CUDA use only (no Triton on the CPU).
 """
 
 from __future__ import annotations
@@ -90,46 +92,111 @@ def _kth_largest(x, valid, need, BITS: tl.constexpr):
 
 
 @triton.jit
-def _select_top_slots_kernel(score_ptr, page_ptr, held_ptr, chosen_ptr, index_ptr, S, k,
-                             SB: tl.constexpr):
-    row = tl.program_id(0)
-    s = tl.arange(0, SB)
-    inside = s < S
-    score = tl.load(score_ptr + row * S + s, mask=inside, other=0.0)
-    page = tl.load(page_ptr + row * S + s, mask=inside, other=0)
-    held = (tl.load(held_ptr + row * S + s, mask=inside, other=0) != 0) & inside
-    # scores.order_key's two words, each as a non-negative int64 in [0, 2^32)
-    score = tl.where(score == 0.0, 0.0, score)  # -0.0 ties +0.0
+def _order_words(score, page):
+    """scores.order_key's two words, each a non-negative int64 in [0, 2^32): the score's
+    monotone bits (-0.0 as +0.0), then the older page."""
+    score = tl.where(score == 0.0, 0.0, score)
     bits = score.to(tl.int32, bitcast=True)
     hi = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(tl.int64) + 2147483648
-    lo = 2147483647 - tl.maximum(page, -1)
-    need = tl.minimum(tl.sum(held.to(tl.int32), axis=0), k)
-    t_hi = _kth_largest(hi, held, tl.maximum(need, 1), 32)
-    above = held & (hi > t_hi)
-    tie = held & (hi == t_hi)
+    return hi, 2147483647 - tl.maximum(page, -1)
+
+
+@triton.jit
+def _first_by_key(hi, lo, valid, k):
+    """The min(k, #valid) valid entries first by (hi, lo) descending ([n] bool), and their
+    number; (hi, lo) pairs of valid entries are distinct."""
+    need = tl.minimum(tl.sum(valid.to(tl.int32), axis=0), k)
+    t_hi = _kth_largest(hi, valid, tl.maximum(need, 1), 32)
+    above = valid & (hi > t_hi)
+    tie = valid & (hi == t_hi)
     rest = need - tl.sum(above.to(tl.int32), axis=0)  # >= 1 ties to take when need >= 1
     t_lo = tl.sum(tl.zeros_like(lo), axis=0)
     if rest < tl.sum(tie.to(tl.int32), axis=0):  # a tie at the threshold: older pages first
         t_lo = _kth_largest(lo, tie, rest, 32)
-    chosen = (above | (tie & (lo >= t_lo))) & (need > 0)
-    tl.store(chosen_ptr + row * S + s, chosen, mask=inside)
-    # index: the chosen slots, then empty ones up to k (callers mask those)
-    spare = inside & ~held
-    first = tl.cumsum(chosen.to(tl.int32), axis=0) - 1
-    then = need + tl.cumsum(spare.to(tl.int32), axis=0) - 1
-    dest = tl.where(chosen, first, then)
-    tl.store(index_ptr + row * k + dest, s.to(tl.int64), mask=(chosen | spare) & (dest < k))
+    return (above | (tie & (lo >= t_lo))) & (need > 0), need
+
+
+@triton.jit
+def _chunk_candidates_kernel(score_ptr, page_ptr, held_ptr, chosen_ptr, cand_hi_ptr,
+                             cand_lo_ptr, cand_slot_ptr, spare_ptr, S, k, KC,
+                             CHUNK: tl.constexpr):
+    """Stage 1, one program per (row, chunk of CHUNK slots): the chunk's first min(k, held)
+    slots, i.e. every slot that can be among the row's first k, as candidates [KC] (slot
+    -1 pads); one slot that holds nothing (or -1) as the row's spare; chosen cleared."""
+    row = tl.program_id(0)
+    chunk = tl.program_id(1)
+    s = chunk * CHUNK + tl.arange(0, CHUNK)
+    inside = s < S
+    score = tl.load(score_ptr + row * S + s, mask=inside, other=0.0)
+    page = tl.load(page_ptr + row * S + s, mask=inside, other=0)
+    held = (tl.load(held_ptr + row * S + s, mask=inside, other=0) != 0) & inside
+    tl.store(chosen_ptr + row * S + s, s < 0, mask=inside)
+    hi, lo = _order_words(score, page)
+    first, need = _first_by_key(hi, lo, held, k)
+    base = (row * tl.num_programs(1) + chunk) * KC
+    dest = tl.cumsum(first.to(tl.int32), axis=0) - 1
+    tl.store(cand_hi_ptr + base + dest, hi, mask=first)
+    tl.store(cand_lo_ptr + base + dest, lo, mask=first)
+    tl.store(cand_slot_ptr + base + dest, s.to(tl.int64), mask=first)
+    pad = tl.arange(0, CHUNK)
+    tl.store(cand_slot_ptr + base + pad, tl.full((CHUNK,), -1, tl.int64),
+             mask=(pad >= need) & (pad < KC))
+    spare = tl.max(tl.where(inside & ~held, s, -1), axis=0)
+    tl.store(spare_ptr + row * tl.num_programs(1) + chunk, spare.to(tl.int64))
+
+
+@triton.jit
+def _merge_candidates_kernel(chosen_ptr, cand_hi_ptr, cand_lo_ptr, cand_slot_ptr,
+                             spare_ptr, index_ptr, S, k, n_cand, n_chunks,
+                             CB: tl.constexpr, NC: tl.constexpr):
+    """Stage 2, one program per row: the first k of the row's candidates are its chosen
+    slots; index lists them, then (fewer than k held) a spare slot repeated."""
+    row = tl.program_id(0)
+    c = tl.arange(0, CB)
+    slot = tl.load(cand_slot_ptr + row * n_cand + c, mask=c < n_cand, other=-1)
+    valid = slot >= 0
+    hi = tl.load(cand_hi_ptr + row * n_cand + c, mask=valid, other=0)
+    lo = tl.load(cand_lo_ptr + row * n_cand + c, mask=valid, other=0)
+    first, need = _first_by_key(hi, lo, valid, k)
+    tl.store(chosen_ptr + row * S + slot, first, mask=first)
+    dest = tl.cumsum(first.to(tl.int32), axis=0) - 1
+    tl.store(index_ptr + row * k + dest, slot, mask=first)
+    spares = tl.load(spare_ptr + row * n_chunks + tl.arange(0, NC),
+                     mask=tl.arange(0, NC) < n_chunks, other=-1)
+    spare = tl.max(spares, axis=0)
+    tail = tl.arange(0, CB)
+    tl.store(index_ptr + row * k + tail, tl.full((CB,), 0, tl.int64) + spare,
+             mask=(tail >= need) & (tail < k))
+
+
+SELECT_CHUNK = 1024  # slots per stage-1 program
+MAX_CANDIDATES = 16384  # candidates per row stage 2 holds in registers
+
+
+def select_fits(S: int, k: int) -> bool:
+    """Whether the two-stage select holds a row of S slots with k chosen."""
+    return triton.cdiv(S, SELECT_CHUNK) * min(k, SELECT_CHUNK) <= MAX_CANDIDATES
 
 
 def select_top_slots_cuda(scores: torch.Tensor, page_id: torch.Tensor, held: torch.Tensor,
                           k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """raas_flex::select_top_slots on CUDA for S <= MAX_SELECT_SLOTS and k <= S; no host
-    sync."""
+    """raas_flex::select_top_slots on CUDA where select_fits(S, k), k <= S; no host sync.
+    Stage 1 keeps each chunk's first min(k, held) slots, stage 2 the first k of those."""
     B, H, S = scores.shape
     scores, page_id, held = (t.contiguous() for t in (scores.float(), page_id, held))
-    chosen = torch.empty((B, H, S), dtype=torch.bool, device=scores.device)
-    index = torch.empty((B, H, k), dtype=torch.int64, device=scores.device)
-    SB = max(16, triton.next_power_of_2(S))
-    _select_top_slots_kernel[(B * H,)](scores, page_id, held, chosen, index, S, k, SB=SB,
-                                       num_warps=4 if SB <= 2048 else 8 if SB <= 8192 else 16)
+    device = scores.device
+    n_chunks = triton.cdiv(S, SELECT_CHUNK)
+    KC = min(k, SELECT_CHUNK)
+    chosen = torch.empty((B, H, S), dtype=torch.bool, device=device)
+    index = torch.empty((B, H, k), dtype=torch.int64, device=device)
+    cand = torch.empty((3, B * H, n_chunks, KC), dtype=torch.int64, device=device)
+    spare = torch.empty((B * H, n_chunks), dtype=torch.int64, device=device)
+    _chunk_candidates_kernel[(B * H, n_chunks)](
+        scores, page_id, held, chosen, cand[0], cand[1], cand[2], spare, S, k, KC,
+        CHUNK=SELECT_CHUNK, num_warps=4)
+    CB = max(16, triton.next_power_of_2(n_chunks * KC))
+    _merge_candidates_kernel[(B * H,)](
+        chosen, cand[0], cand[1], cand[2], spare, index, S, k, n_chunks * KC, n_chunks,
+        CB=CB, NC=max(16, triton.next_power_of_2(n_chunks)),
+        num_warps=4 if CB <= 2048 else 8 if CB <= 8192 else 16)
     return chosen, index

@@ -2,7 +2,7 @@
 rules it replaces (scores.summary_bound, scores.top_slots): the Quest bound to float
 rounding, and exactly the same chosen slots, over ties in the score (then the older page
 decides), -0.0, +inf, rows with fewer held slots than k and rows longer than the kernel
-holds (the torch rule then runs on CUDA too). Skipped off CUDA (the kernels also run
+holds (too many candidates: the torch rule then runs on CUDA too). Skipped off CUDA (the kernels also run
 under TRITON_INTERPRET=1 on a CPU with Triton installed)."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from raas_flex.policies.keep_all_ops import MAX_SELECT_SLOTS, quest_bound, select_top_slots
+from raas_flex.policies.keep_all_ops import quest_bound, select_top_slots
+from raas_flex.policies.keep_all_triton import select_fits
 from raas_flex.policies.scores import summary_bound, top_slots
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU check: needs CUDA")
@@ -27,7 +28,7 @@ def test_bound_kernel_equals_torch_rule(seed, B, H, G, D, S, cap):
     fill = torch.randint(0, 17, (B, H, S), generator=gen).to(torch.int32).cuda()
     fill[..., -1] = 0
     kmax[fill == 0], kmin[fill == 0] = float("-inf"), float("inf")  # as the pool's empty slots
-    want = summary_bound(q.double(), kmax.double(), kmin.double(), fill, 0.1, cap).float()
+    want = summary_bound(q, kmax, kmin, fill, 0.1, cap)
     got = quest_bound(q, kmax, kmin, fill, 0.1, cap)
     assert torch.equal(torch.isneginf(got), fill == 0)
     held = fill > 0
@@ -52,16 +53,18 @@ def _case(seed: int, S: int, k: int, held_share: float, integer_scores: bool):
 @pytest.mark.parametrize("seed,S,k,held_share,integer_scores", [
     (0, 9217, 128, 0.95, False), (1, 9217, 128, 0.95, True), (2, 130, 8, 0.5, True),
     (3, 17, 16, 0.3, False), (4, 1, 1, 1.0, True), (5, 4096, 4096, 0.9, True),
-    (6, 2048, 300, 0.05, False), (7, MAX_SELECT_SLOTS + 5, 128, 0.9, True),
+    (6, 2048, 300, 0.05, False), (7, 20000, 128, 0.9, True), (8, 20000, 1024, 0.9, False),
 ])
 def test_select_kernel_chooses_as_torch_rule(seed, S, k, held_share, integer_scores):
     scores, page_id, held, k = _case(seed, S, k, held_share, integer_scores)
+    if seed == 8:
+        assert not select_fits(S, k)  # the torch rule runs: too many candidates
     want, _ = top_slots(scores, page_id, held, k)
     chosen, index = select_top_slots(scores, page_id, held, k)
     assert torch.equal(chosen, want)
     assert index.shape == (*scores.shape[:2], min(k, S))
     # the list holds every chosen slot once; its other entries are slots that hold nothing
-    listed = torch.zeros_like(chosen).scatter_(-1, index, True)
-    assert torch.equal(listed.sum(-1), torch.full_like(listed.sum(-1), min(k, S)))
-    assert bool((chosen <= listed).all())
-    assert not bool((listed & ~chosen & held).any())
+    times = torch.zeros(chosen.shape, dtype=torch.int64, device=chosen.device)
+    times.scatter_add_(-1, index, torch.ones_like(index))
+    assert torch.equal(times[chosen], torch.ones_like(times[chosen]))
+    assert not bool((times.bool() & ~chosen & held).any())
