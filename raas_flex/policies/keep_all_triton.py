@@ -170,6 +170,8 @@ def _merge_candidates_kernel(chosen_ptr, cand_hi_ptr, cand_lo_ptr, cand_slot_ptr
 
 
 SELECT_CHUNK = 1024  # slots per stage-1 program
+CHUNK_WARPS = 8  # stage 1's warps (the passes are int64 compute: spread them thin)
+MERGE_WARPS = 16  # stage 2's warps
 MAX_CANDIDATES = 16384  # candidates per row stage 2 holds in registers
 
 
@@ -179,24 +181,29 @@ def select_fits(S: int, k: int) -> bool:
 
 
 def select_top_slots_cuda(scores: torch.Tensor, page_id: torch.Tensor, held: torch.Tensor,
-                          k: int) -> tuple[torch.Tensor, torch.Tensor]:
+                          k: int, chunk: int | None = None, chunk_warps: int | None = None,
+                          merge_warps: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """raas_flex::select_top_slots on CUDA where select_fits(S, k), k <= S; no host sync.
-    Stage 1 keeps each chunk's first min(k, held) slots, stage 2 the first k of those."""
+    Stage 1 keeps each chunk's first min(k, held) slots, stage 2 the first k of those.
+    (chunk and the warps, None for the module's settings, are for the benchmark's sweep.)"""
+    chunk = chunk or SELECT_CHUNK
+    chunk_warps = chunk_warps or CHUNK_WARPS
+    merge_warps = merge_warps or MERGE_WARPS
     B, H, S = scores.shape
     scores, page_id, held = (t.contiguous() for t in (scores.float(), page_id, held))
     device = scores.device
-    n_chunks = triton.cdiv(S, SELECT_CHUNK)
-    KC = min(k, SELECT_CHUNK)
+    n_chunks = triton.cdiv(S, chunk)
+    KC = min(k, chunk)
     chosen = torch.empty((B, H, S), dtype=torch.bool, device=device)
     index = torch.empty((B, H, k), dtype=torch.int64, device=device)
     cand = torch.empty((3, B * H, n_chunks, KC), dtype=torch.int64, device=device)
     spare = torch.empty((B * H, n_chunks), dtype=torch.int64, device=device)
     _chunk_candidates_kernel[(B * H, n_chunks)](
         scores, page_id, held, chosen, cand[0], cand[1], cand[2], spare, S, k, KC,
-        CHUNK=SELECT_CHUNK, num_warps=4)
+        CHUNK=chunk, num_warps=chunk_warps)
     CB = max(16, triton.next_power_of_2(n_chunks * KC))
     _merge_candidates_kernel[(B * H,)](
         chosen, cand[0], cand[1], cand[2], spare, index, S, k, n_chunks * KC, n_chunks,
         CB=CB, NC=max(16, triton.next_power_of_2(n_chunks)),
-        num_warps=4 if CB <= 2048 else 8 if CB <= 8192 else 16)
+        num_warps=min(merge_warps, max(1, CB // 128)))
     return chosen, index
