@@ -170,8 +170,9 @@ def _merge_candidates_kernel(chosen_ptr, cand_hi_ptr, cand_lo_ptr, cand_slot_ptr
 
 
 SELECT_CHUNK = 1024  # slots per stage-1 program
-CHUNK_WARPS = 8  # stage 1's warps (the passes are int64 compute: spread them thin)
-MERGE_WARPS = 16  # stage 2's warps
+CHUNK_WARPS = 4  # stage 1's warps (as measured on the H200; the sweep in
+#                  bench/latency/select_sweep.py, not yet run, times 4-16 of each stage)
+MERGE_WARPS = None  # stage 2's warps; None: 4 up to 2,048 candidates, 8 to 8,192, then 16
 MAX_CANDIDATES = 16384  # candidates per row stage 2 holds in registers
 
 
@@ -205,5 +206,5 @@ def select_top_slots_cuda(scores: torch.Tensor, page_id: torch.Tensor, held: tor
     _merge_candidates_kernel[(B * H,)](
         chosen, cand[0], cand[1], cand[2], spare, index, S, k, n_chunks * KC, n_chunks,
         CB=CB, NC=max(16, triton.next_power_of_2(n_chunks)),
-        num_warps=min(merge_warps, max(1, CB // 128)))
+        num_warps=merge_warps or (4 if CB <= 2048 else 8 if CB <= 8192 else 16))
     return chosen, index
