@@ -44,7 +44,7 @@ import torch
 
 from raas_flex.cache.pool import LayerCache
 from raas_flex.policies.base import Policy, PolicyOptions
-from raas_flex.policies.scores import fused_reduction, head_page_bound
+from raas_flex.policies.scores import fused_reduction, head_summary_bound
 
 BOUND = "dropped_mass_bound"  # [B, H] float32
 ATTEND = "hsr_attend"  # [B, H, S] bool: pages attended this step
@@ -71,7 +71,8 @@ def head_bounds(q: torch.Tensor, cache: LayerCache, scale: float) -> torch.Tenso
         kmin = torch.nan_to_num(cache.kmin, posinf=0.0)[:, :, :, None]
         qe = q[:, :, None]  # [B, H, 1, G, D]
         slack = (qe.abs() * torch.maximum(kmax.abs(), kmin.abs())).sum(-1).transpose(-1, -2)
-        bound = head_page_bound(q, cache) * scale + slack * (scale * slack_unit(q.shape[-1]))
+        bound = (head_summary_bound(q, cache.kmax, cache.kmin) * scale
+                 + slack * (scale * slack_unit(q.shape[-1])))
     else:
         kmax = torch.nan_to_num(cache.kmax, neginf=0.0)  # [B, H, S, D]
         kmin = torch.nan_to_num(cache.kmin, posinf=0.0)

@@ -7,8 +7,8 @@ Inductor reduction at ~3x its bytes and the top-k was torch's radix select (thre
 gatherTopK launches of ~16 µs each whatever the row length, plus copies): 57 + 53 µs of a
 169 µs quest step at 128k on the H200 (issue 15, bench/NOTES.md lever 12). On CUDA both
 ops are Triton kernels (keep_all_triton.py); elsewhere, and on CUDA for rows with more
-candidates than the select kernel holds in registers, they are the torch rules of scores.py, which are
-also the kernels' references. Same decisions either way: the chosen slots are exactly the
+candidates than the select kernel holds in registers, they are the torch rules of scores.py,
+which are also the kernels' references. Same decisions either way: the chosen slots are exactly the
 k held slots first by (score desc, older page).
 """
 
@@ -19,6 +19,7 @@ from typing import Optional
 import torch
 
 from raas_flex.policies.scores import summary_bound, top_slots
+
 
 @torch.library.custom_op("raas_flex::quest_bound", mutates_args=())
 def quest_bound(q: torch.Tensor, kmax: torch.Tensor, kmin: torch.Tensor, fill: torch.Tensor,

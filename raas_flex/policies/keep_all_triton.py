@@ -12,7 +12,8 @@ one reduction (packed into 16-bit fields of an int64). The key is scores.order_k
 in two words: the score's monotone bits (hi), then the older page (lo), which only ties
 at the threshold need, so the 16 passes over lo run only when such a tie exists. A scan
 compacts the chosen slots into the index list. (A first version held a whole row of
-9,217 slots in one program: 90-130 µs per call on the H200, slower than torch.topk.) Imported on first CUDA use only (no Triton on the CPU).
+9,217 slots in one program: 90-130 µs per call on the H200, slower than torch.topk.)
+Imported on first CUDA use only (no Triton on the CPU).
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def _kth_largest(x, valid, need, BITS: tl.constexpr):
         packed = ((valid & (x >= t + step)).to(tl.int64)
                   + ((valid & (x >= t + 2 * step)).to(tl.int64) << 16)
                   + ((valid & (x >= t + 3 * step)).to(tl.int64) << 32))
-        counts = tl.sum(packed, axis=0)  # each count <= S <= 2^14 fits its 16 bits
+        counts = tl.sum(packed, axis=0)  # <= 2^14 entries (a chunk, MAX_CANDIDATES): 16 bits
         t = tl.where((counts >> 32) >= need, t + 3 * step,
                      tl.where(((counts >> 16) & 0xFFFF) >= need, t + 2 * step,
                               tl.where((counts & 0xFFFF) >= need, t + step, t)))

@@ -21,8 +21,8 @@ Cost: a recycled step reads no token data. The exact page mass is one custom op
 sync-free graph that CUDA graphs can replay, and reads the keys only when the device flag
 "this is a full step" is set (on CUDA its Triton programs skip every load otherwise; on
 the CPU it is plain torch, computed and discarded). The top pages are a select over the S
-stored masses (keep_all_ops.select_top_slots: a Triton kernel on CUDA) and the kernel's block list is the chosen pages
-(masks.chosen_blocks): O(S log S) over page data, no sort.
+stored masses (keep_all_ops.select_top_slots: Triton on CUDA) and the kernel's block list
+is the chosen pages (masks.chosen_blocks): O(S log S) over page data, no sort.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ def summary_bound(q: torch.Tensor, kmax: torch.Tensor, kmin: torch.Tensor, fill:
     the torch rule, also the reference of the keep-all policies' CUDA kernel."""
     # The layer's softcap is monotone, so capping the bound keeps it a bound (and the top-k
     # order); capped, it is on the scale the softmax sees (importance="alpha").
-    bound = cap_logits(summaries_bound(q.float(), kmax, kmin).amax(2) * scale, softcap)
+    bound = cap_logits(head_summary_bound(q.float(), kmax, kmin).amax(2) * scale, softcap)
     return bound.masked_fill(fill == 0, float("-inf"))
 
 
@@ -42,15 +42,10 @@ def fused_reduction(product_elements: int) -> bool:
     return product_elements <= FUSED_BOUND_ELEMENTS or torch.compiler.is_compiling()
 
 
-def head_page_bound(qf: torch.Tensor, cache: LayerCache) -> torch.Tensor:
+def head_summary_bound(qf: torch.Tensor, kmax: torch.Tensor, kmin: torch.Tensor) -> torch.Tensor:
     """sum_i max(q_i kmin_i, q_i kmax_i) == q⁺·kmax + q⁻·kmin per query head, unscaled:
-    [B, H, G, S] from qf [B, H, G, D] float32. Empty slots hold garbage (±inf summaries):
-    callers mask them."""
-    return summaries_bound(qf, cache.kmax, cache.kmin)
-
-
-def summaries_bound(qf: torch.Tensor, kmax: torch.Tensor, kmin: torch.Tensor) -> torch.Tensor:
-    """head_page_bound from the summaries kmax, kmin [B, H, S, D]."""
+    [B, H, G, S] from qf [B, H, G, D] float32 and the summaries kmax, kmin [B, H, S, D].
+    Empty slots hold garbage (±inf summaries): callers mask them."""
     if fused_reduction(qf.shape[2] * kmax.numel()):
         kmax = torch.nan_to_num(kmax, neginf=0.0)  # empty slots: masked by callers
         kmin = torch.nan_to_num(kmin, posinf=0.0)

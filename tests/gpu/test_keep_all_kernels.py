@@ -2,8 +2,8 @@
 rules it replaces (scores.summary_bound, scores.top_slots): the Quest bound to float
 rounding, and exactly the same chosen slots, over ties in the score (then the older page
 decides), -0.0, +inf, rows with fewer held slots than k and rows longer than the kernel
-holds (too many candidates: the torch rule then runs on CUDA too). Skipped off CUDA (the kernels also run
-under TRITON_INTERPRET=1 on a CPU with Triton installed)."""
+holds (too many candidates: the torch rule then runs on CUDA too). Skipped off CUDA (the
+kernels also run under TRITON_INTERPRET=1 on a CPU with Triton installed)."""
 
 from __future__ import annotations
 
