@@ -84,9 +84,9 @@ def _put(dst: torch.Tensor, index: tuple, src: torch.Tensor) -> None:
 
 
 def summary_keys(cache: LayerCache, k: torch.Tensor) -> torch.Tensor:
-    """fp32 keys the min/max summaries bound: as stored for a plain pool (its dtype's
-    rounding), the exact input keys for a quantized one (never the codes)."""
-    return (k if cache.quantized else k.to(cache.k.dtype)).float()
+    """The keys the min/max summaries bound, in the summaries' (the model's) dtype: as a
+    plain pool stores them, the input keys for a quantized one (never the 8-bit codes)."""
+    return k.to(cache.kmax.dtype)
 
 
 def _rows(cache: LayerCache, slot: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -42,8 +42,10 @@ class LayerCache:
     timestamp: torch.Tensor  # [B, H, S] int64: last step the page was judged important
     pinned: torch.Tensor  # [B, H, S] bool: never evicted (prompt pages, sinks)
     page_id: torch.Tensor  # [B, H, S] int64: logical page held, FREE if none
-    kmin: torch.Tensor  # [B, H, S, D] float32: element-wise min of the page's keys
-    kmax: torch.Tensor  # [B, H, S, D] float32: element-wise max of the page's keys
+    # Summaries in the model's dtype: a min or max of keys in that dtype is one of them,
+    # so it is exact (and half the bytes of fp32 for bf16 models, which quest reads per step).
+    kmin: torch.Tensor  # [B, H, S, D] model dtype: element-wise min of the page's keys
+    kmax: torch.Tensor  # [B, H, S, D] model dtype: element-wise max of the page's keys
     current: torch.Tensor  # [B, H] int64: slot of the page being filled
     length: torch.Tensor  # [B] int64: real tokens seen (prompt + decoded, pads excluded)
     overflow: torch.Tensor  # [] bool: sticky, a keep-all pool ran out of slots
@@ -130,8 +132,8 @@ def allocate_layer_cache(
         timestamp=meta(torch.int64, 0),
         pinned=meta(torch.bool, False),
         page_id=meta(torch.int64, FREE),
-        kmin=torch.full((*shape, head_dim), float("inf"), device=device),
-        kmax=torch.full((*shape, head_dim), float("-inf"), device=device),
+        kmin=torch.full((*shape, head_dim), float("inf"), dtype=dtype, device=device),
+        kmax=torch.full((*shape, head_dim), float("-inf"), dtype=dtype, device=device),
         current=torch.zeros(batch, kv_heads, dtype=torch.int64, device=device),
         length=torch.zeros(batch, dtype=torch.int64, device=device),
         overflow=torch.zeros((), dtype=torch.bool, device=device),

@@ -1,8 +1,9 @@
 """CUDA bodies of raas_flex::quest_bound and raas_flex::select_top_slots (keep_all_ops.py).
 
 quest_bound: one program per (sequence·kv head, chunk of SLOTS pages) reads that chunk's
-fp32 summaries once and reduces q⁺·kmax + q⁻·kmin over D for every query head of the
-group in registers (the bytes are the summaries: 8 B·D per page and kv head).
+summaries once (the model's dtype, widened to fp32) and reduces q⁺·kmax + q⁻·kmin over D
+for every query head of the group in registers (the bytes are the summaries: 2·D values
+per page and kv head, 4 B·D in bf16).
 
 select_top_slots, in two stages so that a row is spread over many programs: stage 1 keeps
 each 1,024-slot chunk's first min(k, held) slots as candidates (a row's first k are

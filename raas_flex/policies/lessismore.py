@@ -35,7 +35,7 @@ import torch
 
 from raas_flex.cache.pool import LayerCache
 from raas_flex.policies.base import Blocks, ConfigView, Policy, PolicyOptions, check_int
-from raas_flex.policies.scores import fused_reduction
+from raas_flex.policies.scores import head_summary_bound
 
 UNRANKED = torch.iinfo(torch.int64).max
 
@@ -129,13 +129,5 @@ class LessIsMorePolicy(Policy):
 def head_page_bound(q: torch.Tensor, cache: LayerCache, scale: float) -> torch.Tensor:
     """Quest's bound of every page for every query head, [B, H, G, S] float32; -inf on
     empty slots. As scores.page_bound, without the max over the group."""
-    qf = q.float()
-    if fused_reduction(qf.shape[2] * cache.kmax.numel()):
-        kmax = torch.nan_to_num(cache.kmax, neginf=0.0)[:, :, None]  # [B, H, 1, S, D]
-        kmin = torch.nan_to_num(cache.kmin, posinf=0.0)[:, :, None]
-        qe = qf[:, :, :, None]  # [B, H, G, 1, D]
-        bound = (qe.clamp(min=0) * kmax + qe.clamp(max=0) * kmin).sum(-1)
-    else:
-        bound = (qf.clamp(min=0) @ cache.kmax.transpose(-1, -2)
-                 + qf.clamp(max=0) @ cache.kmin.transpose(-1, -2))
+    bound = head_summary_bound(q.float(), cache.kmax, cache.kmin)
     return (bound * scale).masked_fill((cache.fill == 0)[:, :, None], float("-inf"))

@@ -44,8 +44,9 @@ def fused_reduction(product_elements: int) -> bool:
 
 def head_summary_bound(qf: torch.Tensor, kmax: torch.Tensor, kmin: torch.Tensor) -> torch.Tensor:
     """sum_i max(q_i kmin_i, q_i kmax_i) == q⁺·kmax + q⁻·kmin per query head, unscaled:
-    [B, H, G, S] from qf [B, H, G, D] float32 and the summaries kmax, kmin [B, H, S, D].
-    Empty slots hold garbage (±inf summaries): callers mask them."""
+    [B, H, G, S] float32 from qf [B, H, G, D] float32 and the summaries kmax, kmin
+    [B, H, S, D] (the model's dtype, widened exactly). Empty slots hold garbage (±inf
+    summaries): callers mask them."""
     if fused_reduction(qf.shape[2] * kmax.numel()):
         kmax = torch.nan_to_num(kmax, neginf=0.0)  # empty slots: masked by callers
         kmin = torch.nan_to_num(kmin, posinf=0.0)
@@ -57,8 +58,8 @@ def head_summary_bound(qf: torch.Tensor, kmax: torch.Tensor, kmin: torch.Tensor)
     # Straight from the summaries: the ±inf rows of empty slots give inf/NaN only in their
     # own columns, which callers overwrite (a held page's summaries are finite).
     # nan_to_num here would copy both summaries every step.
-    return (qf.clamp(min=0) @ kmax.transpose(-1, -2)
-            + qf.clamp(max=0) @ kmin.transpose(-1, -2))
+    return (qf.clamp(min=0) @ kmax.to(qf.dtype).transpose(-1, -2)
+            + qf.clamp(max=0) @ kmin.to(qf.dtype).transpose(-1, -2))
 
 
 def layer_softmax(logits: torch.Tensor, seen: torch.Tensor, softcap: float | None,
