@@ -94,6 +94,33 @@ def _kth_largest(x, valid, need, BITS: tl.constexpr):
 
 
 @triton.jit
+def _kth_largest_radix(x, valid, need, BITS: tl.constexpr):
+    """_kth_largest by radix digits, 8 bits per pass (BITS / 8 passes, not BITS / 2): each
+    pass counts the digits of the entries still matching the prefix found so far in one
+    256-bin histogram, then keeps the largest digit with >= need entries at or above it."""
+    t = tl.sum(tl.zeros_like(x), axis=0)  # int64 scalar 0: the threshold's bits so far
+    bins = tl.arange(0, 256)
+    for i in tl.static_range(BITS // 8):
+        shift: tl.constexpr = BITS - 8 * (i + 1)
+        digit = ((x >> shift) & 255).to(tl.int32)
+        match = valid & ((x >> (shift + 8)) == (t >> (shift + 8)))
+        hist = tl.histogram(digit, 256, mask=match)  # [256] int32
+        at_least = tl.sum(hist, axis=0) - tl.cumsum(hist, axis=0) + hist  # #(digit >= d)
+        d = tl.max(tl.where(at_least >= need, bins, 0), axis=0)
+        need = need - tl.sum(tl.where(bins > d, hist, 0), axis=0)
+        t = t + (d.to(tl.int64) << shift)
+    return t
+
+
+@triton.jit
+def _kth(x, valid, need, RADIX: tl.constexpr):
+    """The need-th largest valid x in [0, 2^32): by radix histograms or by bit pairs."""
+    if RADIX:
+        return _kth_largest_radix(x, valid, need, 32)
+    return _kth_largest(x, valid, need, 32)
+
+
+@triton.jit
 def _order_words(score, page):
     """scores.order_key's two words, each a non-negative int64 in [0, 2^32): the score's
     monotone bits (-0.0 as +0.0), then the older page."""
@@ -104,24 +131,24 @@ def _order_words(score, page):
 
 
 @triton.jit
-def _first_by_key(hi, lo, valid, k):
+def _first_by_key(hi, lo, valid, k, RADIX: tl.constexpr):
     """The min(k, #valid) valid entries first by (hi, lo) descending ([n] bool), and their
     number; (hi, lo) pairs of valid entries are distinct."""
     need = tl.minimum(tl.sum(valid.to(tl.int32), axis=0), k)
-    t_hi = _kth_largest(hi, valid, tl.maximum(need, 1), 32)
+    t_hi = _kth(hi, valid, tl.maximum(need, 1), RADIX)
     above = valid & (hi > t_hi)
     tie = valid & (hi == t_hi)
     rest = need - tl.sum(above.to(tl.int32), axis=0)  # >= 1 ties to take when need >= 1
     t_lo = tl.sum(tl.zeros_like(lo), axis=0)
     if rest < tl.sum(tie.to(tl.int32), axis=0):  # a tie at the threshold: older pages first
-        t_lo = _kth_largest(lo, tie, rest, 32)
+        t_lo = _kth(lo, tie, rest, RADIX)
     return (above | (tie & (lo >= t_lo))) & (need > 0), need
 
 
 @triton.jit
 def _chunk_candidates_kernel(score_ptr, page_ptr, held_ptr, chosen_ptr, cand_hi_ptr,
                              cand_lo_ptr, cand_slot_ptr, spare_ptr, S, k, KC,
-                             CHUNK: tl.constexpr):
+                             CHUNK: tl.constexpr, RADIX: tl.constexpr):
     """Stage 1, one program per (row, chunk of CHUNK slots): the chunk's first min(k, held)
     slots, i.e. every slot that can be among the row's first k, as candidates [KC] (slot
     -1 pads); one slot that holds nothing (or -1) as the row's spare; chosen cleared."""
@@ -134,7 +161,7 @@ def _chunk_candidates_kernel(score_ptr, page_ptr, held_ptr, chosen_ptr, cand_hi_
     held = (tl.load(held_ptr + row * S + s, mask=inside, other=0) != 0) & inside
     tl.store(chosen_ptr + row * S + s, s < 0, mask=inside)
     hi, lo = _order_words(score, page)
-    first, need = _first_by_key(hi, lo, held, k)
+    first, need = _first_by_key(hi, lo, held, k, RADIX)
     base = (row * tl.num_programs(1) + chunk) * KC
     dest = tl.cumsum(first.to(tl.int32), axis=0) - 1
     tl.store(cand_hi_ptr + base + dest, hi, mask=first)
@@ -150,7 +177,7 @@ def _chunk_candidates_kernel(score_ptr, page_ptr, held_ptr, chosen_ptr, cand_hi_
 @triton.jit
 def _merge_candidates_kernel(chosen_ptr, cand_hi_ptr, cand_lo_ptr, cand_slot_ptr,
                              spare_ptr, index_ptr, S, k, n_cand, n_chunks,
-                             CB: tl.constexpr, NC: tl.constexpr):
+                             CB: tl.constexpr, NC: tl.constexpr, RADIX: tl.constexpr):
     """Stage 2, one program per row: the first k of the row's candidates are its chosen
     slots; index lists them, then (fewer than k held) a spare slot repeated."""
     row = tl.program_id(0)
@@ -159,7 +186,7 @@ def _merge_candidates_kernel(chosen_ptr, cand_hi_ptr, cand_lo_ptr, cand_slot_ptr
     valid = slot >= 0
     hi = tl.load(cand_hi_ptr + row * n_cand + c, mask=valid, other=0)
     lo = tl.load(cand_lo_ptr + row * n_cand + c, mask=valid, other=0)
-    first, need = _first_by_key(hi, lo, valid, k)
+    first, need = _first_by_key(hi, lo, valid, k, RADIX)
     tl.store(chosen_ptr + row * S + slot, first, mask=first)
     dest = tl.cumsum(first.to(tl.int32), axis=0) - 1
     tl.store(index_ptr + row * k + dest, slot, mask=first)
@@ -176,6 +203,8 @@ CHUNK_WARPS = 4  # stage 1's warps (as measured on the H200; the sweep in
 #                  bench/latency/select_sweep.py, not yet run, times 4-16 of each stage)
 MERGE_WARPS = None  # stage 2's warps; None: 4 up to 2,048 candidates, 8 to 8,192, then 16
 MAX_CANDIDATES = 16384  # candidates per row stage 2 holds in registers
+RADIX_SEARCH = False  # the k-th key by 8-bit radix histograms (4 passes a word), not bit
+#                       pairs (16 passes); the sweep times both
 
 
 def select_fits(S: int, k: int) -> bool:
@@ -185,13 +214,16 @@ def select_fits(S: int, k: int) -> bool:
 
 def select_top_slots_cuda(scores: torch.Tensor, page_id: torch.Tensor, held: torch.Tensor,
                           k: int, chunk: int | None = None, chunk_warps: int | None = None,
-                          merge_warps: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                          merge_warps: int | None = None, radix: bool | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
     """raas_flex::select_top_slots on CUDA where select_fits(S, k), k <= S; no host sync.
     Stage 1 keeps each chunk's first min(k, held) slots, stage 2 the first k of those.
-    (chunk and the warps, None for the module's settings, are for the benchmark's sweep.)"""
+    (chunk, the warps and radix, None for the module's settings, are for the benchmark's
+    sweep.)"""
     chunk = chunk or SELECT_CHUNK
     chunk_warps = chunk_warps or CHUNK_WARPS
     merge_warps = merge_warps or MERGE_WARPS
+    radix = RADIX_SEARCH if radix is None else radix
     B, H, S = scores.shape
     scores, page_id, held = (t.contiguous() for t in (scores.float(), page_id, held))
     device = scores.device
@@ -203,10 +235,10 @@ def select_top_slots_cuda(scores: torch.Tensor, page_id: torch.Tensor, held: tor
     spare = torch.empty((B * H, n_chunks), dtype=torch.int64, device=device)
     _chunk_candidates_kernel[(B * H, n_chunks)](
         scores, page_id, held, chosen, cand[0], cand[1], cand[2], spare, S, k, KC,
-        CHUNK=chunk, num_warps=chunk_warps)
+        CHUNK=chunk, RADIX=radix, num_warps=chunk_warps)
     CB = max(16, triton.next_power_of_2(n_chunks * KC))
     _merge_candidates_kernel[(B * H,)](
         chosen, cand[0], cand[1], cand[2], spare, index, S, k, n_chunks * KC, n_chunks,
-        CB=CB, NC=max(16, triton.next_power_of_2(n_chunks)),
+        CB=CB, NC=max(16, triton.next_power_of_2(n_chunks)), RADIX=radix,
         num_warps=merge_warps or (4 if CB <= 2048 else 8 if CB <= 8192 else 16))
     return chosen, index

@@ -16,13 +16,15 @@ from raas_flex.policies.scores import summary_bound, top_slots
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU check: needs CUDA")
 
 
-@pytest.mark.parametrize("seed,B,H,G,D,S,cap", [
-    (0, 2, 8, 4, 128, 9217, None), (1, 1, 3, 1, 64, 33, 30.0), (2, 3, 2, 8, 256, 130, None),
+@pytest.mark.parametrize("seed,B,H,G,D,S,cap,dtype", [
+    (0, 2, 8, 4, 128, 9217, None, torch.bfloat16), (1, 1, 3, 1, 64, 33, 30.0, torch.float32),
+    (2, 3, 2, 8, 256, 130, None, torch.float16), (3, 1, 8, 4, 128, 9217, 50.0, torch.float32),
 ])
-def test_bound_kernel_equals_torch_rule(seed, B, H, G, D, S, cap):
+def test_bound_kernel_equals_torch_rule(seed, B, H, G, D, S, cap, dtype):
     gen = torch.Generator().manual_seed(seed)
-    q = torch.randn(B, H, G, D, generator=gen).cuda()
-    a, b = (torch.randn(B, H, S, D, generator=gen).cuda() for _ in range(2))
+    q = torch.randn(B, H, G, D, generator=gen).to(dtype).cuda()
+    # summaries in the model's dtype, as the pool keeps them
+    a, b = (torch.randn(B, H, S, D, generator=gen).to(dtype).cuda() for _ in range(2))
     kmax, kmin = torch.maximum(a, b), torch.minimum(a, b)
     fill = torch.randint(0, 17, (B, H, S), generator=gen).to(torch.int32).cuda()
     fill[..., -1] = 0
@@ -54,11 +56,14 @@ def _case(seed: int, S: int, k: int, held_share: float, integer_scores: bool):
     (3, 17, 16, 0.3, False), (4, 1, 1, 1.0, True), (5, 4096, 4096, 0.9, True),
     (6, 2048, 300, 0.05, False), (7, 20000, 128, 0.9, True), (8, 20000, 1024, 0.9, False),
 ])
-def test_select_kernel_chooses_as_torch_rule(seed, S, k, held_share, integer_scores):
+@pytest.mark.parametrize("radix", [False, True])
+def test_select_kernel_chooses_as_torch_rule(seed, S, k, held_share, integer_scores, radix,
+                                             monkeypatch):
+    from raas_flex.policies import keep_all_triton  # Triton: CUDA runs only
+    monkeypatch.setattr(keep_all_triton, "RADIX_SEARCH", radix)  # either k-th key search
     scores, page_id, held, k = _case(seed, S, k, held_share, integer_scores)
     if seed == 8:
-        from raas_flex.policies.keep_all_triton import select_fits  # Triton: CUDA runs only
-        assert not select_fits(S, k)  # the torch rule runs: too many candidates
+        assert not keep_all_triton.select_fits(S, k)  # the torch rule runs: too many candidates
     want, _ = top_slots(scores, page_id, held, k)
     chosen, index = select_top_slots(scores, page_id, held, k)
     assert torch.equal(chosen, want)
