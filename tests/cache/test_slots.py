@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from raas_flex.cache import allocate_layer_cache, choose_slot
+import raas_flex as rf
+from raas_flex.cache import FREE, allocate_layer_cache, choose_slot
+from tests.layer_harness import Drive, Shapes
 
 
 def _cache(page_ids, pinned):
@@ -40,7 +42,31 @@ def test_all_pinned_reports_no_room():
 
 def test_keep_all_policy_only_takes_free_slots():
     cache = _cache([0, 1, -1], [False, False, False])
+    cache.length.fill_(32)  # two full pages: the next one is page 2
     slot, room = choose_slot(cache, None)
     assert (int(slot), bool(room)) == (2, True)
     full = _cache([0, 1], [False, False])
+    full.length.fill_(32)
     assert not bool(choose_slot(full, None)[1])
+    broken = _cache([0, 1, 5, -1], [False, False, False, False])  # slot 2 not free
+    broken.length.fill_(32)
+    assert not bool(choose_slot(broken, None)[1])  # reported full, never overwritten
+
+
+def test_keep_all_slot_is_the_lowest_free_slot_through_a_decode():
+    """next_keep_all_slot's shortcut (slot = page index) equals the scan for the lowest
+    free slot at every page boundary of a quest drive with prompts of unequal length."""
+    config = rf.RaaSConfig(budget=64, page_size=16, policy="quest")
+    shapes = Shapes(batch=3, kv_heads=2, group=2, head_dim=8)
+    drive = Drive(config, rf.make_policy(config), shapes, [37, 16, 1], 70)
+    boundaries = 0
+    for step in drive.run():
+        c = step.cache
+        need = (c.length % c.page_size == 0)[:, None].expand(-1, shapes.kv_heads)
+        free = c.page_id == FREE
+        lowest = torch.where(free, torch.arange(c.num_slots), c.num_slots).amin(-1)
+        slot, room = choose_slot(c, None)
+        assert torch.equal(room[need], free.any(-1)[need])
+        assert torch.equal(slot[need & room], lowest[need & room])
+        boundaries += int(need.sum())
+    assert boundaries > 0
