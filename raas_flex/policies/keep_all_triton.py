@@ -101,7 +101,7 @@ def _kth_largest_radix(x, valid, need, BITS: tl.constexpr):
     t = tl.sum(tl.zeros_like(x), axis=0)  # int64 scalar 0: the threshold's bits so far
     bins = tl.arange(0, 256)
     for i in tl.static_range(BITS // 8):
-        shift: tl.constexpr = BITS - 8 * (i + 1)
+        shift = BITS - 8 * (i + 1)
         digit = ((x >> shift) & 255).to(tl.int32)
         match = valid & ((x >> (shift + 8)) == (t >> (shift + 8)))
         hist = tl.histogram(digit, 256, mask=match)  # [256] int32
