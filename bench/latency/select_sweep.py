@@ -42,7 +42,7 @@ def main() -> None:
     gen = torch.Generator(device="cuda").manual_seed(0)
     S, k, rows = 9217, 128, []
     defaults = (keep_all_triton.RADIX_SEARCH, keep_all_triton.SELECT_CHUNK,
-                keep_all_triton.CHUNK_WARPS, keep_all_triton.MERGE_WARPS or 4)
+                keep_all_triton.CHUNK_WARPS, keep_all_triton.merge_warps_for(2048))
     best = {}
     for batch in (1, 8):
         scores, page_id, held = rows_of(batch, S, gen)

@@ -198,13 +198,22 @@ def _merge_candidates_kernel(chosen_ptr, cand_hi_ptr, cand_lo_ptr, cand_slot_ptr
              mask=(tail >= need) & (tail < k))
 
 
+# Launch settings chosen by bench/latency/select_sweep.py on the H200 (S = 9,217 slots,
+# k = 128; bench/results/latency/select_sweep_h200.json): of 144 settings, each choosing
+# exactly torch's slots, radix search with 1,024-slot chunks, 8 and 16 warps was within 2 %
+# of the fastest at batch 1 (25.3 us) and 4 % at batch 8 (44.7 us); the bit-pair search
+# with 4 and 4 warps took 39.6 / 53.3 us, torch.topk 79.3 / 136.8 us.
 SELECT_CHUNK = 1024  # slots per stage-1 program
-CHUNK_WARPS = 4  # stage 1's warps (as measured on the H200; the sweep in
-#                  bench/latency/select_sweep.py, not yet run, times 4-16 of each stage)
-MERGE_WARPS = None  # stage 2's warps; None: 4 up to 2,048 candidates, 8 to 8,192, then 16
+CHUNK_WARPS = 8  # stage 1's warps
+MERGE_WARPS = None  # stage 2's warps; None: 4 up to 512 candidates, 8 to 1,024, then 16
 MAX_CANDIDATES = 16384  # candidates per row stage 2 holds in registers
-RADIX_SEARCH = False  # the k-th key by 8-bit radix histograms (4 passes a word), not bit
-#                       pairs (16 passes); the sweep times both
+RADIX_SEARCH = True  # the k-th key by 8-bit radix histograms (4 passes a word), not bit
+#                      pairs (16 passes)
+
+
+def merge_warps_for(candidates: int) -> int:
+    """Stage 2's warps for a row of `candidates` (padded to a power of two)."""
+    return MERGE_WARPS or (4 if candidates <= 512 else 8 if candidates <= 1024 else 16)
 
 
 def select_fits(S: int, k: int) -> bool:
@@ -222,7 +231,6 @@ def select_top_slots_cuda(scores: torch.Tensor, page_id: torch.Tensor, held: tor
     sweep.)"""
     chunk = chunk or SELECT_CHUNK
     chunk_warps = chunk_warps or CHUNK_WARPS
-    merge_warps = merge_warps or MERGE_WARPS
     radix = RADIX_SEARCH if radix is None else radix
     B, H, S = scores.shape
     scores, page_id, held = (t.contiguous() for t in (scores.float(), page_id, held))
@@ -240,5 +248,5 @@ def select_top_slots_cuda(scores: torch.Tensor, page_id: torch.Tensor, held: tor
     _merge_candidates_kernel[(B * H,)](
         chosen, cand[0], cand[1], cand[2], spare, index, S, k, n_chunks * KC, n_chunks,
         CB=CB, NC=max(16, triton.next_power_of_2(n_chunks)), RADIX=radix,
-        num_warps=merge_warps or (4 if CB <= 2048 else 8 if CB <= 8192 else 16))
+        num_warps=merge_warps or merge_warps_for(CB))
     return chosen, index
