@@ -8,12 +8,14 @@ per page and kv head, 4 B·D in bf16).
 select_top_slots, in two stages so that a row is spread over many programs: stage 1 keeps
 each 1,024-slot chunk's first min(k, held) slots as candidates (a row's first k are
 among them), stage 2 takes the first k of a row's candidates. Each finds its k-th largest
-key by a greedy bit search, two bits per pass: the three candidate counts of a pass share
-one reduction (packed into 16-bit fields of an int64). The key is scores.order_key split
-in two words: the score's monotone bits (hi), then the older page (lo), which only ties
-at the threshold need, so the 16 passes over lo run only when such a tie exists. A scan
-compacts the chosen slots into the index list. (A first version held a whole row of
-9,217 slots in one program: 90-130 µs per call on the H200, slower than torch.topk.)
+key digit by digit: by default 8 bits per pass from a 256-bin histogram (4 passes a
+word); the older search, kept for comparison, builds it two bits per pass with the three
+candidate counts of a pass packed into one int64 reduction (16 passes). The key is
+scores.order_key split in two words: the score's monotone bits (hi), then the older page
+(lo), which only ties at the threshold need, so the passes over lo run only when such a
+tie exists. A scan compacts the chosen slots into the index list. (A first version held a
+whole row of 9,217 slots in one program: 90-130 µs per call on the H200, slower than
+torch.topk.)
 Imported on first CUDA use only (no Triton on the CPU).
 """
 
