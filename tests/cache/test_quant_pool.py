@@ -108,3 +108,47 @@ def test_summaries_are_exact_in_the_model_dtype(kv_dtype, dtype):
         args = (c.fill, 0.125, None)
         assert torch.equal(quest_bound(q, c.kmax, c.kmin, *args),
                            summary_bound(q, c.kmax.float(), c.kmin.float(), *args))
+
+
+def test_fold_is_exact_attention_over_the_dequantized_pool(runs):
+    for _, dtype, steps, _ in _pairs(runs):
+        for i, row in enumerate(steps):
+            err = (row["out"] - row["pool_reference"]).abs().max().item()
+            assert err <= FOLD_TOL[dtype], f"step {i + 1}: {err}"
+
+
+def test_output_error_against_the_unquantized_pool_is_within_the_format_bound(runs):
+    for kv, dtype, steps, plain in _pairs(runs):
+        worst = max(((q["out"] - p["out"]).norm() / p["out"].norm()).item()
+                    for q, p in zip(steps, plain))
+        assert worst <= BOUND[kv], f"{kv} vs {dtype} pool: {worst:.4f}"
+
+
+def test_compiled_step_traces_to_one_graph_without_breaks():
+    """dynamo only (no Inductor: compiled CPU flex rejects 8-bit K/V; GPU Triton takes it)."""
+    from raas_flex.functional import decode_step_tensors
+
+    for kv in BOUND:
+        config = _config(kv)
+        policy = rf.make_policy(config)
+        cache = rf.new_layer_cache(config, policy, 1, 2, 16, prompt_tokens=20)
+        gen = torch.Generator().manual_seed(0)
+        qkv = [torch.randn(1, n, 20, 16, generator=gen) for n in (4, 2, 2)]
+        rf.prefill(*qkv, cache, policy)
+        new = [torch.randn(1, n, 1, 16, generator=gen) for n in (4, 2, 2)]
+        explain = torch._dynamo.explain(decode_step_tensors)(
+            *new, cache, policy, torch.tensor(1), 0.25)
+        torch._dynamo.reset()
+        assert (explain.graph_count, explain.graph_break_count) == (1, 0), \
+            explain.break_reasons
+
+
+def test_compiled_step_over_a_quantized_pool_is_refused_off_cuda():
+    from raas_flex.compile import compiled_decode_step
+
+    config = rf.RaaSConfig(budget=64, page_size=16, kv_dtype="int8")
+    policy = rf.make_policy(config)
+    cache = rf.new_layer_cache(config, policy, 1, 2, 8, prompt_tokens=16)
+    q, kv = torch.randn(1, 4, 1, 8), torch.randn(1, 2, 1, 8)
+    with pytest.raises(ValueError, match="CUDA only.*eager decode_step"):
+        compiled_decode_step(q, kv, kv, cache, policy, torch.tensor(0), 0.35)
