@@ -76,8 +76,8 @@ def head_bounds(q: torch.Tensor, cache: LayerCache, scale: float) -> torch.Tenso
     else:
         kmax = torch.nan_to_num(cache.kmax.to(q.dtype), neginf=0.0)  # [B, H, S, D]
         kmin = torch.nan_to_num(cache.kmin.to(q.dtype), posinf=0.0)
-        bound = q.clamp(min=0) @ kmax.transpose(-1, -2) + q.clamp(max=0) @ kmin.transpose(-1, -2)
-        bound = bound * scale + rounding_slack(q, torch.maximum(kmax.abs(), kmin.abs()), scale)
+        bound = (head_summary_bound(q, cache.kmax, cache.kmin) * scale
+                 + rounding_slack(q, torch.maximum(kmax.abs(), kmin.abs()), scale))
     return bound.masked_fill((cache.fill == 0)[:, :, None, :], float("-inf"))
 
 
