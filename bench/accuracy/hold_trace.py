@@ -31,10 +31,9 @@ from collections import defaultdict
 import torch
 
 import raas_flex as rf
-from bench.accuracy.page_agreement import record
+from bench.accuracy.page_agreement import P, record
 from bench.accuracy.tasks.dependencies import long_reads
 
-P = 16
 READER_MASS = 0.5  # dense attention share on a page that makes a head its reader
 
 
@@ -98,10 +97,10 @@ def trace(model_path: str, family: str, fraction: float, n: int, policies: list[
     prompt = len(tok.encode(problems[0].prompt))
     per_layer = []  # per problem: [(q [Hq, N, D], k [H, N, D]) per layer]
     for problem in problems:
-        ids = torch.tensor([tok.encode(problem.prompt) + tok.encode(problem.chain)])
-        if len(tok.encode(problem.prompt)) != prompt:
+        prompt_ids = tok.encode(problem.prompt)
+        if len(prompt_ids) != prompt:
             raise ValueError("hold_trace batches problems: their prompts must be equally long")
-        per_layer.append(record(model, ids))
+        per_layer.append(record(model, torch.tensor([prompt_ids + tok.encode(problem.chain)])))
     layers = [(torch.stack([p[i][0] for p in per_layer]), torch.stack([p[i][1] for p in per_layer]))
               for i in range(len(per_layer[0]))]  # [(q [B, Hq, N, D], k [B, H, N, D])]
     reads = [[r for r in long_reads(pr, spec) if r[0] - 1 >= prompt] for pr in problems]
