@@ -17,8 +17,8 @@ from raas_flex.attention import (
 )
 from raas_flex.attention.logit_mods import check_kernel
 from raas_flex.cache import (
-    LayerCache, allocate_layer_cache, append_token, check_dtype, open_page_if_needed,
-    prompt_lengths, write_prompt,
+    LayerCache, allocate_layer_cache, check_dtype, open_and_append, prompt_lengths,
+    write_prompt,
 )
 from raas_flex.config import RaaSConfig
 from raas_flex.policies import Policy
@@ -92,9 +92,8 @@ def decode_step_tensors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     """One decode step, branch-free and sync-free. q [B, Hq, 1, D]; k, v [B, H, 1, D]."""
     B, Hq, _, D = q.shape
     H = k.shape[1]
-    opened = open_page_if_needed(cache, policy.eviction_key(cache, step), step)
+    opened = open_and_append(cache, policy.eviction_key(cache, step), k, v, step)
     policy.on_open(cache, opened, step)
-    append_token(cache, k, v)
     compute = q.dtype if cache.quantized else cache.k.dtype  # 8-bit K/V meet q's dtype
     query = materialised_on_cpu(fold_gqa(q, H).to(compute))  # [B, H, G, D]
     scores = policy.score(query, cache, scale)

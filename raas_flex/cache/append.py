@@ -21,12 +21,28 @@ def open_page_if_needed(
     Returns the [B, H, S] bool mask of slots that were (re)opened this step, so a policy
     can reset its own per-slot state there.
     """
+    slot, has_room = choose_slot(cache, eviction_key)  # [B, H]
+    open_slot(cache, slot, has_room, step)
+    return opened_slots(cache, slot)
+
+
+def opened_slots(cache: LayerCache, slot: torch.Tensor) -> torch.Tensor:
+    """[B, H, S] bool: `slot` ([B, H]) where this step opens a page (the length before
+    the step's token is a multiple of P), nowhere else."""
+    need = (cache.length % cache.page_size == 0)[:, None, None]  # [B, 1, 1]
+    slots = torch.arange(cache.num_slots, device=slot.device)
+    return (slots == slot[..., None]) & need
+
+
+def open_slot(cache: LayerCache, slot: torch.Tensor, has_room: torch.Tensor,
+              step: torch.Tensor) -> None:
+    """Where the next token starts a page, relabel `slot` ([B, H], from choose_slot) as
+    that page, empty, stamped `step`, and make it current; flag overflow where it had no
+    room (the slot is still written: the overflow raises before the output is used)."""
     P = cache.page_size
     need = (cache.length % P == 0)[:, None]  # [B, 1]: the next token starts a page
-    slot, has_room = choose_slot(cache, eviction_key)  # [B, H]
     cache.overflow.logical_or_((need & ~has_room).any())
-    slots = torch.arange(cache.num_slots, device=slot.device)
-    opened = (slots == slot[..., None]) & need[..., None]  # [B, H, S]
+    opened = opened_slots(cache, slot)  # [B, H, S]
     new_page = (cache.length // P)[:, None, None]  # [B, 1, 1]
     cache.fill.masked_fill_(opened, 0)
     cache.timestamp.copy_(torch.where(opened, step, cache.timestamp))
@@ -38,23 +54,28 @@ def open_page_if_needed(
     cache.kmin.index_put_(rows, torch.where(reset, float("inf"), cache.kmin[rows]))
     cache.kmax.index_put_(rows, torch.where(reset, float("-inf"), cache.kmax[rows]))
     cache.current.copy_(torch.where(need, slot, cache.current))
-    return opened
 
 
 def append_token(cache: LayerCache, k: torch.Tensor, v: torch.Tensor) -> None:
     """Write k, v ([B, H, 1, D]) at the next position of each sequence's current page."""
+    write_token(cache, k[:, :, 0], v[:, :, 0])
+    cache.length.add_(1)
+
+
+def write_token(cache: LayerCache, k: torch.Tensor, v: torch.Tensor) -> None:
+    """append_token without counting the token in `length`: k, v [B, H, D] into the
+    current page, its fill and summaries updated."""
     offset = (cache.length % cache.page_size)[:, None]  # [B, 1]
     position = cache.current * cache.page_size + offset  # [B, H]
     # index_put_ stays an in-place store of B·H rows under Inductor; scatter_ with an
     # expanded index became a where() over the whole pool (measured: ~25 us/step at L=2048).
     rows = _rows(cache, cache.current)
     b, h, _ = rows
-    store_tokens(cache, (b, h, position), k[:, :, 0], v[:, :, 0])  # [B, H, D]
+    store_tokens(cache, (b, h, position), k, v)  # [B, H, D]
     cache.fill.scatter_add_(2, cache.current[..., None], torch.ones_like(cache.fill[..., :1]))
-    key = summary_keys(cache, k[:, :, 0])  # [B, H, D]
+    key = summary_keys(cache, k)  # [B, H, D]
     cache.kmin.index_put_(rows, torch.minimum(cache.kmin[rows], key))
     cache.kmax.index_put_(rows, torch.maximum(cache.kmax[rows], key))
-    cache.length.add_(1)
 
 
 def store_tokens(cache: LayerCache, index: tuple, k: torch.Tensor, v: torch.Tensor) -> None:

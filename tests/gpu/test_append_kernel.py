@@ -1,0 +1,87 @@
+"""raas_flex::open_and_write_token's Triton body (cache/append_triton.py) against its torch
+body (cache/append.open_slot, write_token): the same writes, bit for bit, over pages that
+open and pages that do not, evicting and keep-all slot choices, a sequence out of room
+(overflow), fp32 / bf16 / fp16 pools fed keys of another dtype, head_dim not a power of two.
+Runs on CUDA, or on the CPU under TRITON_INTERPRET=1 with Triton installed; skipped otherwise."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import pytest
+import torch
+
+from raas_flex.cache import FREE, LayerCache, allocate_layer_cache, choose_slot
+from raas_flex.cache.append import open_slot, write_token
+
+if torch.cuda.is_available():
+    DEVICE = "cuda"
+elif os.environ.get("TRITON_INTERPRET") == "1" and importlib.util.find_spec("triton"):
+    DEVICE = "cpu"
+else:
+    pytestmark = pytest.mark.skip(reason="needs CUDA, or TRITON_INTERPRET=1 with Triton")
+
+FIELDS = ("k", "v", "fill", "timestamp", "pinned", "page_id", "kmin", "kmax", "current",
+          "length", "overflow")
+
+
+def _state(seed: int, B: int, H: int, S: int, P: int, D: int, dtype: torch.dtype,
+           keep_all: bool) -> tuple[LayerCache, torch.Tensor | None]:
+    """A pool mid-decode: random contents, some sequences at a page boundary."""
+    gen = torch.Generator().manual_seed(seed)
+    cache = allocate_layer_cache(B, H, D, S, P, dtype=dtype, device=DEVICE)
+    held = S - 1 if keep_all else S
+    cache.length.copy_(torch.randint(1, held, (B,), generator=gen) * P
+                       + torch.randint(0, 2, (B,), generator=gen) * torch.randint(1, P, (B,), generator=gen))
+    cache.page_id.copy_(torch.where(torch.arange(S) < held, torch.arange(S), FREE).expand(B, H, S))
+    cache.fill.copy_(torch.randint(1, P + 1, (B, H, S), generator=gen).to(torch.int32))
+    cache.timestamp.copy_(torch.randint(0, 99, (B, H, S), generator=gen))
+    cache.pinned.copy_(torch.rand(B, H, S, generator=gen) < 0.2)
+    a, b = torch.randn(2, B, H, S, D, generator=gen).to(dtype)
+    cache.kmin.copy_(torch.minimum(a, b))
+    cache.kmax.copy_(torch.maximum(a, b))
+    cache.k.copy_(torch.randn(cache.k.shape, generator=gen))
+    cache.v.copy_(torch.randn(cache.v.shape, generator=gen))
+    cache.current.copy_(torch.randint(0, S, (B, H), generator=gen))
+    key = None if keep_all else torch.randn(B, H, S, generator=gen).to(DEVICE)
+    return cache, key
+
+
+def _clone(cache: LayerCache) -> LayerCache:
+    return LayerCache(**{f: getattr(cache, f).clone() for f in FIELDS},
+                      visible=cache.visible, page_size=cache.page_size)
+
+
+@pytest.mark.parametrize("seed,B,H,S,P,D,dtype,new_dtype,keep_all", [
+    (0, 3, 4, 9, 16, 128, torch.bfloat16, torch.bfloat16, False),
+    (1, 4, 2, 7, 4, 64, torch.float32, torch.bfloat16, True),
+    (2, 2, 3, 5, 8, 80, torch.float16, torch.float32, False),
+    (3, 5, 1, 3, 2, 32, torch.bfloat16, torch.float32, True),
+])
+def test_kernel_writes_what_torch_writes(seed, B, H, S, P, D, dtype, new_dtype, keep_all):
+    from raas_flex.cache.append_triton import open_and_write_token_cuda
+    if DEVICE == "cpu" and dtype == torch.bfloat16 and new_dtype == torch.float32:
+        pytest.skip("Triton's interpreter truncates fp32 -> bf16; the GPU rounds to nearest")
+    cache, key = _state(seed, B, H, S, P, D, dtype, keep_all)
+    if keep_all:
+        cache.page_id[0, :, -2] = 3  # sequence 0's next slot taken: no room, overflow
+        cache.length[0] = (S - 2) * P
+    gen = torch.Generator().manual_seed(seed + 100)
+    k4 = torch.randn(B, H, 1, D, generator=gen).to(new_dtype).to(DEVICE)
+    v4 = torch.randn(B, H, 1, D, generator=gen).to(new_dtype).to(DEVICE)
+    step = torch.tensor(1234, dtype=torch.int64, device=DEVICE)
+    slot, room = choose_slot(cache, key)
+    want = _clone(cache)
+    open_slot(want, slot, room, step)
+    write_token(want, k4[:, :, 0], v4[:, :, 0])
+    got = _clone(cache)
+    open_and_write_token_cuda(got.k, got.v, got.fill, got.timestamp, got.pinned, got.page_id,
+                              got.kmin, got.kmax, got.current, got.overflow, got.length,
+                              slot, room, step, k4[:, :, 0], v4[:, :, 0], P)
+    need = (cache.length % P == 0)
+    assert need.any() and (~need).any(), "the case must open some pages and not others"
+    if keep_all:
+        assert bool(want.overflow)
+    for field in FIELDS:
+        assert torch.equal(getattr(got, field), getattr(want, field)), field
