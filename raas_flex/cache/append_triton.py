@@ -19,7 +19,8 @@ import triton.language as tl
 @triton.jit
 def _open_and_write_kernel(k_pool, v_pool, fill, timestamp, pinned, page_id, kmin, kmax,
                            current, overflow, length, slot, has_room, step, k_new, v_new,
-                           H, S, P, pool_sb, pool_sh, pool_sn, new_sb, new_sh,
+                           H, S, P, kp_sb, kp_sh, kp_sn, kp_sd, vp_sb, vp_sh, vp_sn, vp_sd,
+                           k_sb, k_sh, k_sd, v_sb, v_sh, v_sd,
                            D: tl.constexpr, BLOCK_D: tl.constexpr):
     row = tl.program_id(0)  # b * H + h; metadata [B, H, S] and [B, H] are contiguous
     b = row // H
@@ -39,8 +40,8 @@ def _open_and_write_kernel(k_pool, v_pool, fill, timestamp, pinned, page_id, kmi
 
     d = tl.arange(0, BLOCK_D)
     inside = d < D
-    k = tl.load(k_new + b * new_sb + h * new_sh + d, mask=inside)
-    v = tl.load(v_new + b * new_sb + h * new_sh + d, mask=inside)
+    k = tl.load(k_new + b * k_sb + h * k_sh + d * k_sd, mask=inside)
+    v = tl.load(v_new + b * v_sb + h * v_sh + d * v_sd, mask=inside)
     key = k.to(kmax.dtype.element_ty).to(tl.float32)
     summary = meta * D + d
     low = tl.load(kmin + summary, mask=inside).to(tl.float32)
@@ -49,9 +50,13 @@ def _open_and_write_kernel(k_pool, v_pool, fill, timestamp, pinned, page_id, kmi
     high = tl.where(need, key, tl.maximum(high, key))
     tl.store(kmin + summary, low.to(kmin.dtype.element_ty), mask=inside)
     tl.store(kmax + summary, high.to(kmax.dtype.element_ty), mask=inside)
-    token = b.to(tl.int64) * pool_sb + h * pool_sh + (cur * P + n % P) * pool_sn + d
-    tl.store(k_pool + token, k.to(k_pool.dtype.element_ty), mask=inside)
-    tl.store(v_pool + token, v.to(v_pool.dtype.element_ty), mask=inside)
+    token = cur * P + n % P
+    b64 = b.to(tl.int64)
+    h64 = h.to(tl.int64)
+    tl.store(k_pool + b64 * kp_sb + h64 * kp_sh + token * kp_sn + d * kp_sd,
+             k.to(k_pool.dtype.element_ty), mask=inside)
+    tl.store(v_pool + b64 * vp_sb + h64 * vp_sh + token * vp_sn + d * vp_sd,
+             v.to(v_pool.dtype.element_ty), mask=inside)
 
 
 def open_and_write_token_cuda(k_pool: torch.Tensor, v_pool: torch.Tensor, fill: torch.Tensor,
@@ -61,20 +66,19 @@ def open_and_write_token_cuda(k_pool: torch.Tensor, v_pool: torch.Tensor, fill: 
                               length: torch.Tensor, slot: torch.Tensor, has_room: torch.Tensor,
                               step: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                               page_size: int) -> None:
-    """Launch B·H programs. Shapes as LayerCache; slot, has_room [B, H]; k, v [B, H, D]
-    with the same strides (as slices of the step's [B, H, 1, D] inputs)."""
+    """Launch B·H programs. Shapes as LayerCache (the metadata contiguous, as
+    allocate_layer_cache makes it); slot, has_room [B, H]; k, v [B, H, D], any strides
+    (a fused QKV projection leaves k and v with different ones)."""
     B, H, S = fill.shape
     D = kmin.shape[-1]
     metadata = (fill, timestamp, pinned, page_id, kmin, kmax, current)
-    if not all(t.is_contiguous() for t in metadata) or k.stride() != v.stride() \
-            or k.stride(-1) != 1 or k_pool.stride() != v_pool.stride() or k_pool.stride(-1) != 1:
-        raise ValueError("open_and_write_token: the pool's metadata must be contiguous and "
-                         "k / v (and the K / V pools) share strides with unit last stride; "
+    if not all(t.is_contiguous() for t in metadata):
+        raise ValueError("open_and_write_token: the pool's metadata must be contiguous; "
                          "allocate the pool with allocate_layer_cache.")
     slot = slot.to(torch.int64).contiguous()
     has_room = has_room.contiguous()
     _open_and_write_kernel[(B * H,)](
         k_pool, v_pool, fill, timestamp, pinned, page_id, kmin, kmax, current, overflow,
-        length, slot, has_room, step, k, v, H, S, page_size,
-        k_pool.stride(0), k_pool.stride(1), k_pool.stride(2), k.stride(0), k.stride(1),
+        length, slot, has_room, step, k, v, H, S, page_size, *k_pool.stride(), *v_pool.stride(),
+        *k.stride(), *v.stride(),
         D=D, BLOCK_D=triton.next_power_of_2(D), num_warps=1)
