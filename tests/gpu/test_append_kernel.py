@@ -68,8 +68,8 @@ def test_kernel_writes_what_torch_writes(seed, B, H, S, P, D, dtype, new_dtype, 
         cache.page_id[0, :, -2] = 3  # sequence 0's next slot taken: no room, overflow
         cache.length[0] = (S - 2) * P
     gen = torch.Generator().manual_seed(seed + 100)
-    # k as a fused projection leaves it ([B, 1, H, D] transposed), v contiguous
-    k4 = torch.randn(B, 1, H, D, generator=gen).to(new_dtype).to(DEVICE).transpose(1, 2)
+    # k strided as a slice of a fused projection leaves it (here every other value), v not
+    k4 = torch.randn(B, H, 1, 2 * D, generator=gen).to(new_dtype).to(DEVICE)[..., ::2]
     v4 = torch.randn(B, H, 1, D, generator=gen).to(new_dtype).to(DEVICE)
     assert k4.stride() != v4.stride()
     step = torch.tensor(1234, dtype=torch.int64, device=DEVICE)
