@@ -99,10 +99,12 @@ def decode_step_tensors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     scores = policy.score(query, cache, scale)
     policy.update(cache, scores, step)
     visible, blocks = policy.select_blocks(cache, scores, step)
-    slots = torch.arange(cache.num_slots, device=q.device).expand_as(cache.visible)
-    # In place through scatter_, not copy_: after a copy_ Inductor hands flex the computed
-    # tensor instead of the buffer, which its CPU kernel cannot lower (NoValidChoicesError).
-    cache.visible.scatter_(-1, slots, visible.to(torch.int32))  # read by mask_mod
+    if visible is not cache.visible:  # quest's select writes cache.visible itself
+        slots = torch.arange(cache.num_slots, device=q.device).expand_as(cache.visible)
+        # In place through scatter_, not copy_: after a copy_ Inductor hands flex the
+        # computed tensor instead of the buffer, which its CPU kernel cannot lower
+        # (NoValidChoicesError).
+        cache.visible.scatter_(-1, slots, visible.to(torch.int32))  # read by mask_mod
     out = attend_visible(query, cache, scale, policy.config.attention_kernel, blocks)
     return out.reshape(B, Hq, 1, D).to(q.dtype)
 

@@ -144,7 +144,9 @@ class Policy:
         """`select`, plus the attention kernel's block list: (count, index) naming every
         page the selection makes visible (masks.listed_block_mask). `attend_blocks`, or
         where it gives None, the selected pages themselves (masks.chosen_blocks: a prefix
-        sum and a binary search over page flags, O(S log S), no sort)."""
+        sum and a binary search over page flags, O(S log S), no sort). A policy whose
+        selection writes cache.visible itself returns that tensor (the step then does not
+        copy it again)."""
         visible = self.select(cache, scores, step)
         blocks = self.attend_blocks(cache)
         return visible, chosen_blocks(visible > 0) if blocks is None else blocks

@@ -64,3 +64,48 @@ def _(scores, page_id, held, k):
     if not select_fits(scores.shape[-1], k):
         return top_slots(scores, page_id, held, k)
     return select_top_slots_cuda(scores, page_id, held, k)
+
+
+@torch.library.custom_op("raas_flex::quest_blocks", mutates_args=("visible",))
+def quest_blocks(scores: torch.Tensor, page_id: torch.Tensor, fill: torch.Tensor,
+                 current: torch.Tensor, visible: torch.Tensor, k: int
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Quest's whole selection from its bound: the current slot first, then the held
+    slots (fill > 0) by (score desc, older page), k of them (capped at S). Writes
+    visible [B, H, S] (fill where chosen, else 0) and returns the kernel's block list:
+    count [B, H, 1] int32 (= k) and index [B, H, 1, S] int32 (the chosen slots, then
+    slots that hold nothing where fewer than k are held, then zeros). One op so that on
+    CUDA the two select kernels also write visible and the list (no pointwise kernels of
+    their own around them)."""
+    return quest_blocks_torch(scores, page_id, fill, current, visible, k)
+
+
+def quest_blocks_torch(scores: torch.Tensor, page_id: torch.Tensor, fill: torch.Tensor,
+                       current: torch.Tensor, visible: torch.Tensor, k: int
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """quest_blocks by the torch rule (scores.top_slots): its body off CUDA, its CUDA
+    body's reference, and its CUDA body for rows the kernels do not hold."""
+    S = scores.shape[-1]
+    slots = torch.arange(S, device=scores.device)
+    ranked = torch.where(slots == current[..., None], float("inf"), scores)
+    chosen, index = top_slots(ranked, page_id, fill > 0, k)
+    visible.copy_(torch.where(chosen, fill, 0))
+    B, H, k = index.shape
+    count = torch.full((B, H, 1), k, dtype=torch.int32, device=index.device)
+    return count, torch.nn.functional.pad(index.to(torch.int32), (0, S - k))[:, :, None]
+
+
+@quest_blocks.register_fake
+def _(scores, page_id, fill, current, visible, k):
+    B, H, S = scores.shape
+    return fill.new_empty((B, H, 1)), fill.new_empty((B, H, 1, S))
+
+
+@quest_blocks.register_kernel("cuda")
+def _(scores, page_id, fill, current, visible, k):
+    from raas_flex.policies.keep_all_triton import quest_blocks_cuda, select_fits
+    S = scores.shape[-1]
+    k = min(k, S)
+    if not select_fits(S, k):
+        return quest_blocks_torch(scores, page_id, fill, current, visible, k)
+    return quest_blocks_cuda(scores, page_id, fill, current, visible, k)

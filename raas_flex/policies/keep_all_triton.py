@@ -149,19 +149,30 @@ def _first_by_key(hi, lo, valid, k, RADIX: tl.constexpr):
 
 @triton.jit
 def _chunk_candidates_kernel(score_ptr, page_ptr, held_ptr, chosen_ptr, cand_hi_ptr,
-                             cand_lo_ptr, cand_slot_ptr, spare_ptr, S, k, KC,
-                             CHUNK: tl.constexpr, RADIX: tl.constexpr):
+                             cand_lo_ptr, cand_slot_ptr, spare_ptr, current_ptr, index_ptr,
+                             S, k, KC, index_stride,
+                             CHUNK: tl.constexpr, RADIX: tl.constexpr, QUEST: tl.constexpr):
     """Stage 1, one program per (row, chunk of CHUNK slots): the chunk's first min(k, held)
     slots, i.e. every slot that can be among the row's first k, as candidates [KC] (slot
-    -1 pads); one slot that holds nothing (or -1) as the row's spare; chosen cleared."""
+    -1 pads); one slot that holds nothing (or -1) as the row's spare; chosen cleared.
+    QUEST: held_ptr is the pool's fill (held = fill > 0), the current slot ranks first,
+    chosen_ptr is the int32 `visible` (cleared to 0) and the index row's entries from k on
+    are zeroed (its first k are stage 2's)."""
     row = tl.program_id(0)
     chunk = tl.program_id(1)
     s = chunk * CHUNK + tl.arange(0, CHUNK)
     inside = s < S
     score = tl.load(score_ptr + row * S + s, mask=inside, other=0.0)
     page = tl.load(page_ptr + row * S + s, mask=inside, other=0)
-    held = (tl.load(held_ptr + row * S + s, mask=inside, other=0) != 0) & inside
-    tl.store(chosen_ptr + row * S + s, s < 0, mask=inside)
+    if QUEST:
+        held = (tl.load(held_ptr + row * S + s, mask=inside, other=0) > 0) & inside
+        score = tl.where(s == tl.load(current_ptr + row), float("inf"), score)
+        tl.store(chosen_ptr + row * S + s, tl.zeros((CHUNK,), tl.int32), mask=inside)
+        tl.store(index_ptr + row * index_stride + s, tl.zeros((CHUNK,), tl.int32),
+                 mask=inside & (s >= k))
+    else:
+        held = (tl.load(held_ptr + row * S + s, mask=inside, other=0) != 0) & inside
+        tl.store(chosen_ptr + row * S + s, s < 0, mask=inside)
     hi, lo = _order_words(score, page)
     first, need = _first_by_key(hi, lo, held, k, RADIX)
     base = (row * tl.num_programs(1) + chunk) * KC
@@ -178,10 +189,12 @@ def _chunk_candidates_kernel(score_ptr, page_ptr, held_ptr, chosen_ptr, cand_hi_
 
 @triton.jit
 def _merge_candidates_kernel(chosen_ptr, cand_hi_ptr, cand_lo_ptr, cand_slot_ptr,
-                             spare_ptr, index_ptr, S, k, n_cand, n_chunks,
-                             CB: tl.constexpr, NC: tl.constexpr, RADIX: tl.constexpr):
+                             spare_ptr, index_ptr, fill_ptr, count_ptr, S, k, n_cand,
+                             n_chunks, index_stride, CB: tl.constexpr, NC: tl.constexpr,
+                             RADIX: tl.constexpr, QUEST: tl.constexpr):
     """Stage 2, one program per row: the first k of the row's candidates are its chosen
-    slots; index lists them, then (fewer than k held) a spare slot repeated."""
+    slots; index lists them, then (fewer than k held) a spare slot repeated. QUEST: a
+    chosen slot's visible is its fill, and the row's count is k."""
     row = tl.program_id(0)
     c = tl.arange(0, CB)
     slot = tl.load(cand_slot_ptr + row * n_cand + c, mask=c < n_cand, other=-1)
@@ -189,14 +202,19 @@ def _merge_candidates_kernel(chosen_ptr, cand_hi_ptr, cand_lo_ptr, cand_slot_ptr
     hi = tl.load(cand_hi_ptr + row * n_cand + c, mask=valid, other=0)
     lo = tl.load(cand_lo_ptr + row * n_cand + c, mask=valid, other=0)
     first, need = _first_by_key(hi, lo, valid, k, RADIX)
-    tl.store(chosen_ptr + row * S + slot, first, mask=first)
+    if QUEST:
+        fill = tl.load(fill_ptr + row * S + slot, mask=first, other=0)
+        tl.store(chosen_ptr + row * S + slot, fill, mask=first)
+        tl.store(count_ptr + row, k)
+    else:
+        tl.store(chosen_ptr + row * S + slot, first, mask=first)
     dest = tl.cumsum(first.to(tl.int32), axis=0) - 1
-    tl.store(index_ptr + row * k + dest, slot, mask=first)
+    tl.store(index_ptr + row * index_stride + dest, slot, mask=first)
     spares = tl.load(spare_ptr + row * n_chunks + tl.arange(0, NC),
                      mask=tl.arange(0, NC) < n_chunks, other=-1)
     spare = tl.max(spares, axis=0)
     tail = tl.arange(0, CB)
-    tl.store(index_ptr + row * k + tail, tl.full((CB,), 0, tl.int64) + spare,
+    tl.store(index_ptr + row * index_stride + tail, tl.full((CB,), 0, tl.int64) + spare,
              mask=(tail >= need) & (tail < k))
 
 
@@ -231,24 +249,50 @@ def select_top_slots_cuda(scores: torch.Tensor, page_id: torch.Tensor, held: tor
     Stage 1 keeps each chunk's first min(k, held) slots, stage 2 the first k of those.
     (chunk, the warps and radix, None for the module's settings, are for the benchmark's
     sweep.)"""
+    B, H, S = scores.shape
+    chosen = torch.empty((B, H, S), dtype=torch.bool, device=scores.device)
+    index = torch.empty((B, H, k), dtype=torch.int64, device=scores.device)
+    _select(scores, page_id, held, chosen, index, k, None, None,
+            chunk, chunk_warps, merge_warps, radix)
+    return chosen, index
+
+
+def quest_blocks_cuda(scores: torch.Tensor, page_id: torch.Tensor, fill: torch.Tensor,
+                      current: torch.Tensor, visible: torch.Tensor, k: int
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """raas_flex::quest_blocks on CUDA where select_fits(S, k), k <= S: the same two
+    stages, which also write `visible` (fill where chosen, else 0) and the block list."""
+    B, H, S = scores.shape
+    if not (fill.is_contiguous() and visible.is_contiguous() and current.is_contiguous()):
+        raise ValueError("quest_blocks: fill, visible and current must be contiguous; "
+                         "allocate the pool with allocate_layer_cache.")
+    count = torch.empty((B, H, 1), dtype=torch.int32, device=scores.device)
+    index = torch.empty((B, H, 1, S), dtype=torch.int32, device=scores.device)
+    _select(scores, page_id, fill, visible, index, k, current, count)
+    return count, index
+
+
+def _select(scores, page_id, held, chosen, index, k, current, count, chunk=None,
+            chunk_warps=None, merge_warps=None, radix=None) -> None:
+    """Launch both stages; `current` and `count` given: quest's form (quest_blocks_cuda)."""
     chunk = chunk or SELECT_CHUNK
     chunk_warps = chunk_warps or CHUNK_WARPS
     radix = RADIX_SEARCH if radix is None else radix
+    quest = current is not None
     B, H, S = scores.shape
     scores, page_id, held = (t.contiguous() for t in (scores.float(), page_id, held))
-    device = scores.device
     n_chunks = triton.cdiv(S, chunk)
     KC = min(k, chunk)
-    chosen = torch.empty((B, H, S), dtype=torch.bool, device=device)
-    index = torch.empty((B, H, k), dtype=torch.int64, device=device)
-    cand = torch.empty((3, B * H, n_chunks, KC), dtype=torch.int64, device=device)
-    spare = torch.empty((B * H, n_chunks), dtype=torch.int64, device=device)
+    cand = torch.empty((3, B * H, n_chunks, KC), dtype=torch.int64, device=scores.device)
+    spare = torch.empty((B * H, n_chunks), dtype=torch.int64, device=scores.device)
+    index_stride = index.shape[-1]
+    current = current if quest else spare  # unread unless quest
+    count = count if quest else spare
     _chunk_candidates_kernel[(B * H, n_chunks)](
-        scores, page_id, held, chosen, cand[0], cand[1], cand[2], spare, S, k, KC,
-        CHUNK=chunk, RADIX=radix, num_warps=chunk_warps)
+        scores, page_id, held, chosen, cand[0], cand[1], cand[2], spare, current, index,
+        S, k, KC, index_stride, CHUNK=chunk, RADIX=radix, QUEST=quest, num_warps=chunk_warps)
     CB = max(16, triton.next_power_of_2(n_chunks * KC))
     _merge_candidates_kernel[(B * H,)](
-        chosen, cand[0], cand[1], cand[2], spare, index, S, k, n_chunks * KC, n_chunks,
-        CB=CB, NC=max(16, triton.next_power_of_2(n_chunks)), RADIX=radix,
-        num_warps=merge_warps or merge_warps_for(CB))
-    return chosen, index
+        chosen, cand[0], cand[1], cand[2], spare, index, held, count, S, k, n_chunks * KC,
+        n_chunks, index_stride, CB=CB, NC=max(16, triton.next_power_of_2(n_chunks)),
+        RADIX=radix, QUEST=quest, num_warps=merge_warps or merge_warps_for(CB))

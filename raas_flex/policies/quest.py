@@ -19,19 +19,7 @@ import torch
 
 from raas_flex.cache.pool import LayerCache
 from raas_flex.policies.base import Blocks, Policy, PolicyOptions
-from raas_flex.policies.keep_all_ops import quest_bound, select_top_slots
-
-
-def top_pages_with_current(cache: LayerCache, scores: torch.Tensor, pages: int
-                           ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The `pages` live slots ranked highest by score (ties: the older page), current slot
-    first: (chosen [B, H, S] bool, their slot indices [B, H, pages]). A top-k select over
-    the S page scores (keep_all_ops.select_top_slots): nothing here reads token data or
-    sorts the pool."""
-    slots = torch.arange(cache.num_slots, device=scores.device)
-    is_current = slots == cache.current[..., None]  # [B, H, S]
-    ranked = torch.where(is_current, float("inf"), scores)
-    return select_top_slots(ranked, cache.page_id, cache.fill > 0, pages)
+from raas_flex.policies.keep_all_ops import quest_blocks, quest_bound
 
 
 @dataclass(frozen=True)
@@ -55,12 +43,10 @@ class QuestPolicy(Policy):
 
     def select_blocks(self, cache: LayerCache, scores: torch.Tensor,
                       step: torch.Tensor) -> tuple[torch.Tensor, Blocks]:
-        """The top pages, and the kernel's block list: exactly those k slots (a listed
-        slot that holds nothing has visible 0 and is masked)."""
-        chosen, index = top_pages_with_current(cache, scores, self.config.slots)
-        B, H, k = index.shape
-        count = torch.full((B, H, 1), k, dtype=torch.int32, device=index.device)
-        # The list is padded to S entries (the kernel reads the first `count`): Inductor's
-        # CPU flex checks that the index is as wide as the pool.
-        index = torch.nn.functional.pad(index.to(torch.int32), (0, cache.num_slots - k))
-        return torch.where(chosen, cache.fill, 0), (count, index[:, :, None])
+        """The top pages (the current one first; ties: the older page), written into
+        cache.visible, and the kernel's block list: exactly those k slots (a listed slot
+        that holds nothing has visible 0 and is masked). A top-k select over the S page
+        bounds (keep_all_ops.quest_blocks): nothing here reads token data or sorts."""
+        count, index = quest_blocks(scores, cache.page_id, cache.fill, cache.current,
+                                    cache.visible, self.config.slots)
+        return cache.visible, (count, index)
