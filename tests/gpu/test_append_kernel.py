@@ -1,5 +1,5 @@
-"""raas_flex::open_and_write_token's Triton body (cache/append_triton.py) against its torch
-body (cache/append.open_slot, write_token): the same writes, bit for bit, over pages that
+"""raas_flex::open_and_append_token's Triton body (cache/append_triton.py) against its
+torch body (cache/append.open_slot, append_token; slots.next_keep_all_slot): the same writes, bit for bit, over pages that
 open and pages that do not, evicting and keep-all slot choices, a sequence out of room
 (overflow), fp32 / bf16 / fp16 pools fed keys of another dtype, head_dim not a power of two.
 Runs on CUDA, or on the CPU under TRITON_INTERPRET=1 with Triton installed; skipped otherwise."""
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from raas_flex.cache import FREE, LayerCache, allocate_layer_cache, choose_slot
-from raas_flex.cache.append import open_slot, write_token
+from raas_flex.cache.append import append_token, open_slot
 
 if torch.cuda.is_available():
     DEVICE = "cuda"
@@ -34,7 +34,12 @@ def _state(seed: int, B: int, H: int, S: int, P: int, D: int, dtype: torch.dtype
     held = S - 1 if keep_all else S
     cache.length.copy_(torch.randint(1, held, (B,), generator=gen) * P
                        + torch.randint(0, 2, (B,), generator=gen) * torch.randint(1, P, (B,), generator=gen))
-    cache.page_id.copy_(torch.where(torch.arange(S) < held, torch.arange(S), FREE).expand(B, H, S))
+    slots = torch.arange(S, device=DEVICE)
+    if keep_all:  # pages 0 .. the current one held in their own slots, the rest free
+        written = -(-cache.length // P)  # [B] pages begun
+        cache.page_id.copy_(torch.where(slots < written[:, None], slots, FREE)[:, None].expand(B, H, S))
+    else:
+        cache.page_id.copy_(slots.expand(B, H, S))
     cache.fill.copy_(torch.randint(1, P + 1, (B, H, S), generator=gen).to(torch.int32))
     cache.timestamp.copy_(torch.randint(0, 99, (B, H, S), generator=gen))
     cache.pinned.copy_(torch.rand(B, H, S, generator=gen) < 0.2)
@@ -53,20 +58,23 @@ def _clone(cache: LayerCache) -> LayerCache:
                       visible=cache.visible, page_size=cache.page_size)
 
 
-@pytest.mark.parametrize("seed,B,H,S,P,D,dtype,new_dtype,keep_all", [
-    (0, 3, 4, 9, 16, 128, torch.bfloat16, torch.bfloat16, False),
-    (1, 4, 2, 7, 4, 64, torch.float32, torch.bfloat16, True),
-    (2, 2, 3, 5, 8, 80, torch.float16, torch.float32, False),
-    (3, 5, 1, 3, 2, 32, torch.bfloat16, torch.float32, True),
+@pytest.mark.parametrize("seed,B,H,S,P,D,dtype,new_dtype,keep_all,slot_given", [
+    (0, 3, 4, 9, 16, 128, torch.bfloat16, torch.bfloat16, False, True),
+    (1, 4, 2, 7, 4, 64, torch.float32, torch.bfloat16, True, False),
+    (2, 2, 3, 5, 8, 80, torch.float16, torch.float32, False, True),
+    (3, 5, 1, 3, 2, 32, torch.bfloat16, torch.float32, True, False),
+    (4, 3, 8, 6, 4, 128, torch.bfloat16, torch.bfloat16, True, True),
+    (5, 2, 5, 9, 16, 64, torch.float32, torch.float32, True, False),
 ])
-def test_kernel_writes_what_torch_writes(seed, B, H, S, P, D, dtype, new_dtype, keep_all):
-    from raas_flex.cache.append_triton import open_and_write_token_cuda
+def test_kernel_writes_what_torch_writes(seed, B, H, S, P, D, dtype, new_dtype, keep_all,
+                                         slot_given):
+    from raas_flex.cache.append_triton import open_and_append_token_cuda
     if DEVICE == "cpu" and dtype == torch.bfloat16 and new_dtype == torch.float32:
         pytest.skip("Triton's interpreter truncates fp32 -> bf16; the GPU rounds to nearest")
     cache, key = _state(seed, B, H, S, P, D, dtype, keep_all)
     if keep_all:
-        cache.page_id[0, :, -2] = 3  # sequence 0's next slot taken: no room, overflow
         cache.length[0] = (S - 2) * P
+        cache.page_id[0, :, S - 2] = 3  # sequence 0's next slot taken: no room, overflow
     gen = torch.Generator().manual_seed(seed + 100)
     # k strided as a slice of a fused projection leaves it (here every other value), v not
     k4 = torch.randn(B, H, 1, 2 * D, generator=gen).to(new_dtype).to(DEVICE)[..., ::2]
@@ -76,11 +84,12 @@ def test_kernel_writes_what_torch_writes(seed, B, H, S, P, D, dtype, new_dtype, 
     slot, room = choose_slot(cache, key)
     want = _clone(cache)
     open_slot(want, slot, room, step)
-    write_token(want, k4[:, :, 0], v4[:, :, 0])
+    append_token(want, k4, v4)
     got = _clone(cache)
-    open_and_write_token_cuda(got.k, got.v, got.fill, got.timestamp, got.pinned, got.page_id,
-                              got.kmin, got.kmax, got.current, got.overflow, got.length,
-                              slot, room, step, k4[:, :, 0], v4[:, :, 0], P)
+    given = (slot, room) if slot_given else (None, None)  # None: the kernel's keep-all rule
+    open_and_append_token_cuda(got.k, got.v, got.fill, got.timestamp, got.pinned,
+                               got.page_id, got.kmin, got.kmax, got.current, got.overflow,
+                               got.length, *given, step, k4, v4, P)
     need = (cache.length % P == 0)
     assert need.any() and (~need).any(), "the case must open some pages and not others"
     if keep_all:
