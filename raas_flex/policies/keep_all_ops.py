@@ -92,6 +92,8 @@ def quest_blocks_torch(scores: torch.Tensor, page_id: torch.Tensor, fill: torch.
     visible.copy_(torch.where(chosen, fill, 0))
     B, H, k = index.shape
     count = torch.full((B, H, 1), k, dtype=torch.int32, device=index.device)
+    # Padded to S entries (the kernel reads the first `count`): Inductor's CPU flex checks
+    # that the index is as wide as the pool.
     return count, torch.nn.functional.pad(index.to(torch.int32), (0, S - k))[:, :, None]
 
 
