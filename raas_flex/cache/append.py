@@ -58,24 +58,18 @@ def open_slot(cache: LayerCache, slot: torch.Tensor, has_room: torch.Tensor,
 
 def append_token(cache: LayerCache, k: torch.Tensor, v: torch.Tensor) -> None:
     """Write k, v ([B, H, 1, D]) at the next position of each sequence's current page."""
-    write_token(cache, k[:, :, 0], v[:, :, 0])
-    cache.length.add_(1)
-
-
-def write_token(cache: LayerCache, k: torch.Tensor, v: torch.Tensor) -> None:
-    """append_token without counting the token in `length`: k, v [B, H, D] into the
-    current page, its fill and summaries updated."""
     offset = (cache.length % cache.page_size)[:, None]  # [B, 1]
     position = cache.current * cache.page_size + offset  # [B, H]
     # index_put_ stays an in-place store of B·H rows under Inductor; scatter_ with an
     # expanded index became a where() over the whole pool (measured: ~25 us/step at L=2048).
     rows = _rows(cache, cache.current)
     b, h, _ = rows
-    store_tokens(cache, (b, h, position), k, v)  # [B, H, D]
+    store_tokens(cache, (b, h, position), k[:, :, 0], v[:, :, 0])  # [B, H, D]
     cache.fill.scatter_add_(2, cache.current[..., None], torch.ones_like(cache.fill[..., :1]))
-    key = summary_keys(cache, k)  # [B, H, D]
+    key = summary_keys(cache, k[:, :, 0])  # [B, H, D]
     cache.kmin.index_put_(rows, torch.minimum(cache.kmin[rows], key))
     cache.kmax.index_put_(rows, torch.maximum(cache.kmax[rows], key))
+    cache.length.add_(1)
 
 
 def store_tokens(cache: LayerCache, index: tuple, k: torch.Tensor, v: torch.Tensor) -> None:
