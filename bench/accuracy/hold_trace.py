@@ -86,23 +86,33 @@ def reading_heads(layers: list[tuple[torch.Tensor, torch.Tensor]], b: int, t: in
     return torch.stack(rows)
 
 
-def trace(model_path: str, family: str, fraction: float, n: int, policies: list[str],
-          seed: int, decode_tokens: int) -> dict:
+def recorded_layers(model_path: str, family: str, n: int, seed: int, decode_tokens: int
+                    ) -> tuple[list, object, int, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """(problems, spec, prompt tokens, [(q [B, Hq, N, D], k [B, H, N, D]) per layer]): n
+    test problems (prompt plus correct chain) teacher-forced through the reasoner, batched
+    (their prompts must be equally long). Shared by hold_trace and mass_trace."""
     from bench.accuracy.reasoner import load_checkpoint
     from bench.accuracy.tasks import make_problems
 
     model, tok, spec = load_checkpoint(model_path)
-    budget = int(fraction * decode_tokens)
     problems = make_problems("test", n, decode_tokens, seed=seed, spec=spec, family=family)
     prompt = len(tok.encode(problems[0].prompt))
     per_layer = []  # per problem: [(q [Hq, N, D], k [H, N, D]) per layer]
     for problem in problems:
         prompt_ids = tok.encode(problem.prompt)
         if len(prompt_ids) != prompt:
-            raise ValueError("hold_trace batches problems: their prompts must be equally long")
+            raise ValueError("the traces batch problems: their prompts must be equally long")
         per_layer.append(record(model, torch.tensor([prompt_ids + tok.encode(problem.chain)])))
     layers = [(torch.stack([p[i][0] for p in per_layer]), torch.stack([p[i][1] for p in per_layer]))
-              for i in range(len(per_layer[0]))]  # [(q [B, Hq, N, D], k [B, H, N, D])]
+              for i in range(len(per_layer[0]))]
+    return problems, spec, prompt, layers
+
+
+def trace(model_path: str, family: str, fraction: float, n: int, policies: list[str],
+          seed: int, decode_tokens: int) -> dict:
+    budget = int(fraction * decode_tokens)
+    problems, spec, prompt, layers = recorded_layers(model_path, family, n, seed,
+                                                     decode_tokens)
     reads = [[r for r in long_reads(pr, spec) if r[0] - 1 >= prompt] for pr in problems]
     positions = {t - 1 for rs in reads for t, _, _ in rs}
     readers = [[reading_heads(layers, b, t - 1, s // P) for t, s, _ in rs]
@@ -142,23 +152,35 @@ def trace(model_path: str, family: str, fraction: float, n: int, policies: list[
                 prompt_tokens=prompt, held=table, first_difference=examples)
 
 
-def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def trace_parser(doc: str, family: str, fraction: float, n: int,
+                 policies: list[str]) -> argparse.ArgumentParser:
+    """The trace tools' shared command line, with each tool's defaults."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("--model", default="bench/accuracy/checkpoints/reasoner_v2")
-    p.add_argument("--family", default="recall")
-    p.add_argument("--fraction", type=float, default=0.25)
-    p.add_argument("--n", type=int, default=8)
-    p.add_argument("--policies", nargs="+", default=["h2o", "h2o_horizon"])
+    p.add_argument("--family", default=family)
+    p.add_argument("--fraction", type=float, default=fraction)
+    p.add_argument("--n", type=int, default=n)
+    p.add_argument("--policies", nargs="+", default=policies)
     p.add_argument("--seed", type=int, default=2)
     p.add_argument("--decode-tokens", type=int, default=2048)
     p.add_argument("--out", default=None)
-    args = p.parse_args(argv)
-    result = trace(args.model, args.family, args.fraction, args.n, args.policies, args.seed,
-                   args.decode_tokens)
-    result["command"] = "python -m bench.accuracy.hold_trace " + " ".join(sys.argv[1:])
+    return p
+
+
+def run_trace(trace_fn, args: argparse.Namespace, module: str) -> dict:
+    """trace_fn on the parsed arguments, the command recorded, the JSON written to --out."""
+    result = trace_fn(args.model, args.family, args.fraction, args.n, args.policies,
+                      args.seed, args.decode_tokens)
+    result["command"] = f"python -m {module} " + " ".join(sys.argv[1:])
     if args.out:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1)
+    return result
+
+
+def main(argv=None) -> dict:
+    args = trace_parser(__doc__, "recall", 0.25, 8, ["h2o", "h2o_horizon"]).parse_args(argv)
+    result = run_trace(trace, args, "bench.accuracy.hold_trace")
     print(f"{args.family}, L = {result['budget']} tokens, {args.n} problems, seed {args.seed}:")
     print("policy        read   all held  any held  mean held  reads  held by readers (of)")
     for name, rows in result["held"].items():

@@ -20,14 +20,10 @@ forcing compares the rules on one correct chain; it is not an accuracy.
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-
 import torch
 
-from bench.accuracy.hold_trace import replay
-from bench.accuracy.page_agreement import P, record
+from bench.accuracy.hold_trace import recorded_layers, replay, run_trace, trace_parser
+from bench.accuracy.page_agreement import P
 
 # Edges (tokens back from the query) of the distance bins the lost share is reported in.
 EDGES = (16, 64, 128, 256, 512, 1024)
@@ -77,22 +73,10 @@ def layer_trace(q: torch.Tensor, k: torch.Tensor, prompt: int,
 
 def trace(model_path: str, family: str, fraction: float, n: int, policies: list[str],
           seed: int, decode_tokens: int) -> dict:
-    from bench.accuracy.reasoner import load_checkpoint
-    from bench.accuracy.tasks import make_problems
-
-    model, tok, spec = load_checkpoint(model_path)
     budget = int(fraction * decode_tokens)
-    problems = make_problems("test", n, decode_tokens, seed=seed, spec=spec, family=family)
-    ids = [tok.encode(p.prompt) for p in problems]
-    prompt = len(ids[0])
-    if any(len(i) != prompt for i in ids):
-        raise ValueError("mass_trace batches problems: their prompts must be equally long")
-    recorded = [record(model, torch.tensor([i + tok.encode(p.chain)]))
-                for i, p in zip(ids, problems)]
+    _, _, prompt, layers = recorded_layers(model_path, family, n, seed, decode_tokens)
     results = {name: dict(per_layer=[], lost=[]) for name in policies}
-    for layer in range(len(recorded[0])):
-        q = torch.stack([r[layer][0] for r in recorded])  # [B, Hq, N, D]
-        k = torch.stack([r[layer][1] for r in recorded])  # [B, H, N, D]
+    for q, k in layers:  # q [B, Hq, N, D], k [B, H, N, D]
         steps = set(range(prompt, k.shape[2]))
         snapshots = {name: replay(q, k, prompt, name, budget, steps)[0] for name in policies}
         for name, r in layer_trace(q, k, prompt, snapshots).items():
@@ -110,22 +94,9 @@ def trace(model_path: str, family: str, fraction: float, n: int, policies: list[
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="bench/accuracy/checkpoints/reasoner_v2")
-    p.add_argument("--family", default="registers")
-    p.add_argument("--fraction", type=float, default=0.125)
-    p.add_argument("--n", type=int, default=16)
-    p.add_argument("--policies", nargs="+", default=["streaming", "h2o_horizon"])
-    p.add_argument("--seed", type=int, default=2)
-    p.add_argument("--decode-tokens", type=int, default=2048)
-    p.add_argument("--out", default=None)
-    args = p.parse_args(argv)
-    result = trace(args.model, args.family, args.fraction, args.n, args.policies, args.seed,
-                   args.decode_tokens)
-    result["command"] = "python -m bench.accuracy.mass_trace " + " ".join(sys.argv[1:])
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
+    args = trace_parser(__doc__, "registers", 0.125, 16,
+                        ["streaming", "h2o_horizon"]).parse_args(argv)
+    result = run_trace(trace, args, "bench.accuracy.mass_trace")
     print(f"{args.family}, L = {result['budget']} tokens, {args.n} problems, seed {args.seed}: "
           "share of dense attention on held tokens; lost share by tokens back")
     print(f"{'policy':13s} {'kept':>6s} " + " ".join(f"{b:>7s}" for b in BINS))
