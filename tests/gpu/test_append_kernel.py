@@ -6,21 +6,14 @@ Runs on CUDA, or on the CPU under TRITON_INTERPRET=1 with Triton installed; skip
 
 from __future__ import annotations
 
-import importlib.util
-import os
-
 import pytest
 import torch
 
 from raas_flex.cache import FREE, LayerCache, allocate_layer_cache, choose_slot
 from raas_flex.cache.append import append_token, open_slot
+from tests.gpu.kernel_device import DEVICE, needs_kernel_device
 
-if torch.cuda.is_available():
-    DEVICE = "cuda"
-elif os.environ.get("TRITON_INTERPRET") == "1" and importlib.util.find_spec("triton"):
-    DEVICE = "cpu"
-else:
-    pytestmark = pytest.mark.skip(reason="needs CUDA, or TRITON_INTERPRET=1 with Triton")
+pytestmark = needs_kernel_device
 
 FIELDS = ("k", "v", "fill", "timestamp", "pinned", "page_id", "kmin", "kmax", "current",
           "length", "overflow")

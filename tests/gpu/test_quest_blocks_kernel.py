@@ -7,20 +7,13 @@ Triton installed; skipped otherwise."""
 
 from __future__ import annotations
 
-import importlib.util
-import os
-
 import pytest
 import torch
 
 from raas_flex.policies.keep_all_ops import quest_blocks_torch
+from tests.gpu.kernel_device import DEVICE, needs_kernel_device
 
-if torch.cuda.is_available():
-    DEVICE = "cuda"
-elif os.environ.get("TRITON_INTERPRET") == "1" and importlib.util.find_spec("triton"):
-    DEVICE = "cpu"
-else:
-    pytestmark = pytest.mark.skip(reason="needs CUDA, or TRITON_INTERPRET=1 with Triton")
+pytestmark = needs_kernel_device
 
 
 @pytest.mark.parametrize("seed,B,H,S,k,held_share,integer_scores", [
