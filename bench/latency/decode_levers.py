@@ -2,6 +2,7 @@
 
 python -m bench.latency.decode_levers [--out levers.json] [--skip-checks] [--profile]
 python -m bench.latency.decode_levers --peers rkv,raas [--peer-checks rkv] [--profile]
+    [--batch 32]
 
 Checks first: for each policy changed by issue 15 (hsr, recycled, quest, raas) the compiled
 step against the eager step and a float64 reference, from one state, step by step (state
@@ -9,7 +10,7 @@ differences counted), and recycled's gated page-mass kernel against scores.page_
 Then times, at L = 2048, P = 16, batch 1: SDPA; the RaaS step at N = 4k with stages left
 out (no scores/update, no attention); flex alone; the keep-all policies and raas_hsr at
 N = 4k and 128k; and profiles the captured graphs (kernels per replay).
-With --peers, only the named policies at N = 128k, batch 1: the compiled-vs-eager check
+With --peers, only the named policies at N = 128k, batch --batch: the compiled-vs-eager check
 over 200 steps (past a checkpoint of rkv and lazy_eviction) of those in --peer-checks, then
 SDPA and each policy's median and mean step, and its profile with --profile.
 """
@@ -195,21 +196,21 @@ def rkv_scores_probe(n: int, bw: float, launch: float) -> None:
 
 
 def peers(names: list[str], checked: list[str], bw: float, launch: float,
-          do_profile: bool) -> None:
-    """The named policies at N = 128k, batch 1: checks (of `checked`), then times beside
-    SDPA."""
+          do_profile: bool, batch: int = 1) -> None:
+    """The named policies at N = 128k: checks (of `checked`, batch 1), then times beside
+    SDPA at `batch`."""
     n = 128 * K
     if "rkv" in names:
         rkv_scores_probe(n, bw, launch)
     for name in checked:
         check(name, 1, n, 200)
     gen = torch.Generator(device="cuda").manual_seed(0)
-    timed("sdpa", *cases.sdpa_dense(n, 1, gen), bw, launch, N=n, batch=1)
+    timed("sdpa", *cases.sdpa_dense(n, batch, gen), bw, launch, N=n, batch=batch)
     for name in names:
-        (fn, nbytes), cache = cases.policy_step(name, n, 2048, 16, 1, gen)
-        timed(name, fn, nbytes, bw, launch, N=n, batch=1)
+        (fn, nbytes), cache = cases.policy_step(name, n, 2048, 16, batch, gen)
+        timed(name, fn, nbytes, bw, launch, N=n, batch=batch)
         if do_profile:
-            profile(fn, f"{name} step N=128k")
+            profile(fn, f"{name} step N=128k B={batch}")
         del cache
         torch.cuda.empty_cache()
 
@@ -269,6 +270,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--peers", default="", help="comma-separated policies: only these")
     parser.add_argument("--peer-checks", default="", help="of those, the ones to check")
+    parser.add_argument("--batch", type=int, default=1, help="--peers' batch")
     args = parser.parse_args()
     OUT.append(args.out)
     import triton
@@ -280,7 +282,7 @@ def main() -> None:
          triton=triton.__version__, bandwidth_GBps=bw / 1e9, launch_us=launch * 1e3)
     if args.peers:
         peers(args.peers.split(","), [p for p in args.peer_checks.split(",") if p], bw,
-              launch, args.profile)
+              launch, args.profile, args.batch)
     else:
         levers(args, bw, launch, t0)
     with open(args.out, "w") as f:

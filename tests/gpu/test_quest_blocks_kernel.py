@@ -50,3 +50,42 @@ def test_kernel_selects_as_torch_rule(seed, B, H, S, k, held_share, integer_scor
         assert set(listed[b, h, :n].tolist()) == set(chosen[b, h].nonzero().flatten().tolist())
         assert bool((got_visible[b, h, listed[b, h, n:k]] == 0).all())
         assert bool((listed[b, h, k:] == 0).all())
+
+
+@pytest.mark.parametrize("seed,B,H,G,D,S,k,cap,dtype,chunk,tile", [
+    (0, 1, 8, 4, 128, 9217, 128, None, torch.bfloat16, None, None),
+    (1, 2, 3, 2, 80, 700, 40, 30.0, torch.float16, 256, 64),
+    (2, 2, 2, 1, 64, 33, 40, None, torch.float32, 512, 128),
+])
+def test_fused_select_equals_bound_then_select(seed, B, H, G, D, S, k, cap, dtype, chunk,
+                                               tile):
+    """quest_select_cuda (the bound inside stage 1's programs) chooses, lists and writes
+    exactly what quest_bound_cuda followed by quest_blocks_cuda does, and returns the same
+    bounds' choice for every chunk and tile setting."""
+    from raas_flex.policies.keep_all_triton import (
+        quest_blocks_cuda, quest_bound_cuda, quest_select_cuda,
+    )
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, H, G, D, generator=gen).to(dtype)
+    a, b = (torch.randn(B, H, S, D, generator=gen).to(dtype) for _ in range(2))
+    kmax, kmin = torch.maximum(a, b), torch.minimum(a, b)
+    held = torch.rand(B, H, S, generator=gen) < 0.9
+    fill = torch.where(held, torch.randint(1, 17, (B, H, S), generator=gen), 0).int()
+    kmax[~held], kmin[~held] = float("-inf"), float("inf")  # as the pool's empty slots
+    page_id = torch.stack([torch.randperm(4 * S, generator=gen)[:S] for _ in range(B * H)])
+    page_id = torch.where(held, page_id.view(B, H, S), -1)
+    current = torch.stack([torch.multinomial(h.float().flatten(), 1)
+                           for h in held.view(B * H, S)]).view(B, H)
+    q, kmax, kmin, fill, page_id, current = (
+        t.to(DEVICE) for t in (q, kmax, kmin, fill, page_id, current))
+    k = min(k, S)
+    want_visible = torch.full((B, H, S), 7, dtype=torch.int32, device=DEVICE)
+    got_visible = want_visible.clone()
+    scores = quest_bound_cuda(q, kmax, kmin, fill, 0.1, cap)
+    want_count, want_index = quest_blocks_cuda(scores, page_id, fill, current, want_visible, k)
+    got_count, got_index = quest_select_cuda(q, kmax, kmin, fill, page_id, current,
+                                             got_visible, 0.1, cap, k, chunk, tile)
+    assert torch.equal((got_visible > 0).sum(-1).cpu(), held.sum(-1).clamp(max=k))
+    assert torch.equal(got_visible, want_visible)
+    assert torch.equal(got_count, want_count)
+    assert torch.equal(got_index, want_index)
