@@ -96,7 +96,9 @@ def decode_step_tensors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     policy.on_open(cache, opened, step)
     compute = q.dtype if cache.quantized else cache.k.dtype  # 8-bit K/V meet q's dtype
     query = materialised_on_cpu(fold_gqa(q, H).to(compute))  # [B, H, G, D]
-    visible, blocks = policy.score_and_select(query, cache, scale, step)
+    scores = policy.score(query, cache, scale)
+    policy.update(cache, scores, step)
+    visible, blocks = policy.select_blocks(cache, scores, step)
     if visible is not cache.visible:  # quest's select writes cache.visible itself
         slots = torch.arange(cache.num_slots, device=q.device).expand_as(cache.visible)
         # In place through scatter_, not copy_: after a copy_ Inductor hands flex the

@@ -94,9 +94,8 @@ class Policy:
 
     At prefill the engine calls `on_prefill` once. Per decode step it calls, in order:
     `eviction_key` (only used if a page must be opened), `on_open`, then, after the new
-    token is appended, `score`, `update` and `select` (through `score_and_select`, which a
-    policy whose scoring and selection run as one kernel overrides). Subclasses override
-    what they need; the defaults are "dense".
+    token is appended, `score`, `update` and `select`. Subclasses override what they
+    need; the defaults are "dense".
     """
 
     name: ClassVar[str] = "base"
@@ -139,14 +138,6 @@ class Policy:
                step: torch.Tensor) -> torch.Tensor:
         """Tokens of each slot to attend this step, [B, H, S] int32 (a prefix of the page)."""
         return cache.fill
-
-    def score_and_select(self, q: torch.Tensor, cache: LayerCache, scale: float,
-                         step: torch.Tensor) -> tuple[torch.Tensor, Blocks]:
-        """`score`, `update`, then `select_blocks` (q [B, H, G, D]): the step's order. A
-        policy overrides it where one op does all three and gives the same result."""
-        scores = self.score(q, cache, scale)
-        self.update(cache, scores, step)
-        return self.select_blocks(cache, scores, step)
 
     def select_blocks(self, cache: LayerCache, scores: torch.Tensor | None,
                       step: torch.Tensor) -> tuple[torch.Tensor, Blocks]:

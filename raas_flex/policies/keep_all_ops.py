@@ -9,9 +9,7 @@ gatherTopK launches of ~16 µs each whatever the row length, plus copies): 57 + 
 ops are Triton kernels (keep_all_triton.py); elsewhere, and on CUDA for rows with more
 candidates than the select kernel holds in registers, they are the torch rules of scores.py,
 which are also the kernels' references. Same decisions either way: the chosen slots are exactly the
-k held slots first by (score desc, older page). quest_select is quest's whole step
-(bound, then selection) as one op, so that its CUDA body can fuse the bound into the
-selection's first kernel.
+k held slots first by (score desc, older page).
 """
 
 from __future__ import annotations
@@ -113,34 +111,3 @@ def _(scores, page_id, fill, current, visible, k):
     if not select_fits(S, k):
         return quest_blocks_torch(scores, page_id, fill, current, visible, k)
     return quest_blocks_cuda(scores, page_id, fill, current, visible, k)
-
-
-@torch.library.custom_op("raas_flex::quest_select", mutates_args=("visible",))
-def quest_select(q: torch.Tensor, kmax: torch.Tensor, kmin: torch.Tensor, fill: torch.Tensor,
-                 page_id: torch.Tensor, current: torch.Tensor, visible: torch.Tensor,
-                 scale: float, softcap: Optional[float], k: int
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """quest_bound then quest_blocks (shapes and outputs as there), as one op so that on
-    CUDA the bound and the select's first stage run as one kernel (keep_all_triton's
-    _quest_chunk_kernel): one launch and one pass over HBM fewer per step."""
-    scores = summary_bound(q, kmax, kmin, fill, scale, softcap)
-    return quest_blocks_torch(scores, page_id, fill, current, visible, k)
-
-
-@quest_select.register_fake
-def _(q, kmax, kmin, fill, page_id, current, visible, scale, softcap, k):
-    B, H, S = fill.shape
-    return fill.new_empty((B, H, 1)), fill.new_empty((B, H, 1, S))
-
-
-@quest_select.register_kernel("cuda")
-def _(q, kmax, kmin, fill, page_id, current, visible, scale, softcap, k):
-    from raas_flex.policies.keep_all_triton import (
-        quest_bound_cuda, quest_select_cuda, select_fits,
-    )
-    S = fill.shape[-1]
-    k = min(k, S)
-    if not select_fits(S, k):
-        scores = quest_bound_cuda(q, kmax, kmin, fill, scale, softcap)
-        return quest_blocks_torch(scores, page_id, fill, current, visible, k)
-    return quest_select_cuda(q, kmax, kmin, fill, page_id, current, visible, scale, softcap, k)

@@ -1,5 +1,4 @@
-"""CUDA bodies of the keep-all ops (keep_all_ops.py): quest_bound, select_top_slots,
-quest_blocks and quest_select.
+"""CUDA bodies of raas_flex::quest_bound and raas_flex::select_top_slots (keep_all_ops.py).
 
 quest_bound: one program per (sequence·kv head, chunk of SLOTS pages) reads that chunk's
 summaries once (the model's dtype, widened to fp32) and reduces q⁺·kmax + q⁻·kmin over D
@@ -17,10 +16,6 @@ scores.order_key split in two words: the score's monotone bits (hi), then the ol
 tie exists. A scan compacts the chosen slots into the index list. (A first version held a
 whole row of 9,217 slots in one program: 90-130 µs per call on the H200, slower than
 torch.topk.)
-
-quest_select runs quest_bound and quest_blocks' stage 1 as one kernel: each program
-computes its chunk's bounds (tile by tile, as quest_bound's programs do) and selects among
-them, so the bound pass costs no launch and its output is read back from L2, not HBM.
 Imported on first CUDA use only (no Triton on the CPU).
 """
 
@@ -36,31 +31,6 @@ BOUND_SLOTS = 32  # pages per bound program: a [32, D] tile of each summary
 
 
 @triton.jit
-def _page_bounds(q_ptr, kmax_ptr, kmin_ptr, b, h, s, read, held, scale, cap,
-                 sq_b, sq_h, sq_g, sk_b, sk_h, sk_s, N: tl.constexpr, G: tl.constexpr,
-                 D: tl.constexpr, DP: tl.constexpr, HAS_CAP: tl.constexpr):
-    """Quest's bound [N] of the slots s [N] of kv head (b, h), -inf where not held: the
-    summaries of the slots to `read` (every held one) read once as an [N, DP] tile,
-    reduced for every query head of the group."""
-    d = tl.arange(0, DP)
-    tile = read[:, None] & (d[None, :] < D)
-    offsets = b * sk_b + h * sk_h + s[:, None] * sk_s + d[None, :]
-    kmax = tl.load(kmax_ptr + offsets, mask=tile, other=0.0).to(tl.float32)  # [N, DP]
-    kmin = tl.load(kmin_ptr + offsets, mask=tile, other=0.0).to(tl.float32)
-    # an empty slot read (its summaries are -inf / +inf) counts as zeros, not NaN
-    kmax, kmin = tl.where(held[:, None], kmax, 0.0), tl.where(held[:, None], kmin, 0.0)
-    best = tl.full((N,), float("-inf"), tl.float32)
-    for g in tl.static_range(G):
-        qg = tl.load(q_ptr + b * sq_b + h * sq_h + g * sq_g + d, mask=d < D,
-                     other=0.0).to(tl.float32)
-        bound = tl.sum(tl.maximum(qg, 0.0)[None, :] * kmax
-                       + tl.minimum(qg, 0.0)[None, :] * kmin, axis=1)
-        best = tl.maximum(best, bound)
-    best = softcap(best * scale, cap, HAS_CAP)
-    return tl.where(held, best, float("-inf"))
-
-
-@triton.jit
 def _quest_bound_kernel(q_ptr, kmax_ptr, kmin_ptr, fill_ptr, out_ptr, S, scale, cap,
                         sq_b, sq_h, sq_g, sk_b, sk_h, sk_s, sf_b, sf_h, so_b, so_h,
                         H: tl.constexpr, G: tl.constexpr, D: tl.constexpr,
@@ -69,10 +39,22 @@ def _quest_bound_kernel(q_ptr, kmax_ptr, kmin_ptr, fill_ptr, out_ptr, S, scale, 
     b = bh // H
     h = bh % H
     s = tl.program_id(1) * SLOTS + tl.arange(0, SLOTS)
+    d = tl.arange(0, DP)
     held = tl.load(fill_ptr + b * sf_b + h * sf_h + s, mask=s < S, other=0) > 0
-    best = _page_bounds(q_ptr, kmax_ptr, kmin_ptr, b, h, s, held, held, scale, cap,
-                        sq_b, sq_h, sq_g, sk_b, sk_h, sk_s, SLOTS, G, D, DP, HAS_CAP)
-    tl.store(out_ptr + b * so_b + h * so_h + s, best, mask=s < S)
+    tile = held[:, None] & (d[None, :] < D)
+    offsets = b * sk_b + h * sk_h + s[:, None] * sk_s + d[None, :]
+    kmax = tl.load(kmax_ptr + offsets, mask=tile, other=0.0).to(tl.float32)  # [SLOTS, DP]
+    kmin = tl.load(kmin_ptr + offsets, mask=tile, other=0.0).to(tl.float32)
+    best = tl.full((SLOTS,), float("-inf"), tl.float32)
+    for g in tl.static_range(G):
+        qg = tl.load(q_ptr + b * sq_b + h * sq_h + g * sq_g + d, mask=d < D,
+                     other=0.0).to(tl.float32)
+        bound = tl.sum(tl.maximum(qg, 0.0)[None, :] * kmax
+                       + tl.minimum(qg, 0.0)[None, :] * kmin, axis=1)
+        best = tl.maximum(best, bound)
+    best = softcap(best * scale, cap, HAS_CAP)
+    tl.store(out_ptr + b * so_b + h * so_h + s, tl.where(held, best, float("-inf")),
+             mask=s < S)
 
 
 def quest_bound_cuda(q: torch.Tensor, kmax: torch.Tensor, kmin: torch.Tensor,
@@ -166,13 +148,13 @@ def _first_by_key(hi, lo, valid, k, RADIX: tl.constexpr):
 
 
 @triton.jit
-def _chunk_candidates(score_ptr, page_ptr, held_ptr, chosen_ptr, cand_hi_ptr, cand_lo_ptr,
-                      cand_slot_ptr, spare_ptr, current_ptr, index_ptr, S, k, KC,
-                      index_stride, CHUNK: tl.constexpr, RADIX: tl.constexpr,
-                      QUEST: tl.constexpr):
-    """Stage 1 of program (row, chunk): the chunk's first min(k, held) slots, i.e. every
-    slot that can be among the row's first k, as candidates [KC] (slot -1 pads); one slot
-    that holds nothing (or -1) as the row's spare; chosen cleared.
+def _chunk_candidates_kernel(score_ptr, page_ptr, held_ptr, chosen_ptr, cand_hi_ptr,
+                             cand_lo_ptr, cand_slot_ptr, spare_ptr, current_ptr, index_ptr,
+                             S, k, KC, index_stride,
+                             CHUNK: tl.constexpr, RADIX: tl.constexpr, QUEST: tl.constexpr):
+    """Stage 1, one program per (row, chunk of CHUNK slots): the chunk's first min(k, held)
+    slots, i.e. every slot that can be among the row's first k, as candidates [KC] (slot
+    -1 pads); one slot that holds nothing (or -1) as the row's spare; chosen cleared.
     QUEST: held_ptr is the pool's fill (held = fill > 0), the current slot ranks first,
     chosen_ptr is the int32 `visible` (cleared to 0) and the index row's entries from k on
     are zeroed (its first k are stage 2's)."""
@@ -180,8 +162,7 @@ def _chunk_candidates(score_ptr, page_ptr, held_ptr, chosen_ptr, cand_hi_ptr, ca
     chunk = tl.program_id(1)
     s = chunk * CHUNK + tl.arange(0, CHUNK)
     inside = s < S
-    # .cg: from L2, where _quest_chunk_kernel's threads have just written the scores
-    score = tl.load(score_ptr + row * S + s, mask=inside, other=0.0, cache_modifier=".cg")
+    score = tl.load(score_ptr + row * S + s, mask=inside, other=0.0)
     page = tl.load(page_ptr + row * S + s, mask=inside, other=0)
     if QUEST:
         held = (tl.load(held_ptr + row * S + s, mask=inside, other=0) > 0) & inside
@@ -204,51 +185,6 @@ def _chunk_candidates(score_ptr, page_ptr, held_ptr, chosen_ptr, cand_hi_ptr, ca
              mask=(pad >= need) & (pad < KC))
     spare = tl.max(tl.where(inside & ~held, s, -1), axis=0)
     tl.store(spare_ptr + row * tl.num_programs(1) + chunk, spare.to(tl.int64))
-
-
-@triton.jit
-def _chunk_candidates_kernel(score_ptr, page_ptr, held_ptr, chosen_ptr, cand_hi_ptr,
-                             cand_lo_ptr, cand_slot_ptr, spare_ptr, current_ptr, index_ptr,
-                             S, k, KC, index_stride,
-                             CHUNK: tl.constexpr, RADIX: tl.constexpr, QUEST: tl.constexpr):
-    """Stage 1, one program per (row, chunk of CHUNK slots): _chunk_candidates."""
-    _chunk_candidates(score_ptr, page_ptr, held_ptr, chosen_ptr, cand_hi_ptr, cand_lo_ptr,
-                      cand_slot_ptr, spare_ptr, current_ptr, index_ptr, S, k, KC,
-                      index_stride, CHUNK, RADIX, QUEST)
-
-
-@triton.jit
-def _quest_chunk_kernel(q_ptr, kmax_ptr, kmin_ptr, score_ptr, page_ptr, fill_ptr,
-                        visible_ptr, cand_hi_ptr, cand_lo_ptr, cand_slot_ptr, spare_ptr,
-                        current_ptr, index_ptr, S, k, KC, index_stride, scale, cap,
-                        sq_b, sq_h, sq_g, sk_b, sk_h, sk_s,
-                        H: tl.constexpr, G: tl.constexpr, D: tl.constexpr, DP: tl.constexpr,
-                        TILE: tl.constexpr, CHUNK: tl.constexpr, STAGES: tl.constexpr,
-                        HAS_CAP: tl.constexpr, RADIX: tl.constexpr):
-    """Quest's bound and stage 1 in one program per (row, chunk of CHUNK slots): the
-    chunk's bounds, TILE slots at a time, go to score_ptr (L2), then, once every thread
-    of the program has written its part, stage 1 reads them back (quest's form). One
-    kernel instead of two: no launch gap, and the bounds are never re-read from HBM.
-    The loop reads the summaries of every slot up to the chunk's last held one (a keep-all
-    pool fills its slots in order, so that is the held ones): a mask that does not depend
-    on the loop's own loads lets Triton issue a tile's loads stages ahead."""
-    row = tl.program_id(0)
-    chunk = tl.program_id(1)
-    b = row // H
-    h = row % H
-    slots = chunk * CHUNK + tl.arange(0, CHUNK)
-    fills = tl.load(fill_ptr + row * S + slots, mask=slots < S, other=0)
-    last = tl.max(tl.where(fills > 0, slots, -1), axis=0)  # -1: the chunk holds nothing
-    for t in tl.range(0, CHUNK // TILE, num_stages=STAGES):
-        s = chunk * CHUNK + t * TILE + tl.arange(0, TILE)
-        held = tl.load(fill_ptr + row * S + s, mask=s < S, other=0) > 0
-        best = _page_bounds(q_ptr, kmax_ptr, kmin_ptr, b, h, s, s <= last, held, scale, cap,
-                            sq_b, sq_h, sq_g, sk_b, sk_h, sk_s, TILE, G, D, DP, HAS_CAP)
-        tl.store(score_ptr + row * S + s, best, mask=s < S)
-    tl.debug_barrier()  # a CTA barrier: its global writes are visible to all its threads
-    _chunk_candidates(score_ptr, page_ptr, fill_ptr, visible_ptr, cand_hi_ptr, cand_lo_ptr,
-                      cand_slot_ptr, spare_ptr, current_ptr, index_ptr, S, k, KC,
-                      index_stride, CHUNK, RADIX, True)
 
 
 @triton.jit
@@ -293,10 +229,6 @@ MERGE_WARPS = None  # stage 2's warps; None: 4 up to 512 candidates, 8 to 1,024,
 MAX_CANDIDATES = 16384  # candidates per row stage 2 holds in registers
 RADIX_SEARCH = True  # the k-th key by 8-bit radix histograms (4 passes a word), not bit
 #                      pairs (16 passes)
-QUEST_CHUNK = 1024  # slots per program of quest's fused bound + stage 1
-QUEST_TILE = 32  # slots whose bounds one step of that program's loop computes
-QUEST_WARPS = 8
-QUEST_STAGES = 3  # software-pipelined tile loads in that loop
 
 
 def merge_warps_for(candidates: int) -> int:
@@ -340,60 +272,6 @@ def quest_blocks_cuda(scores: torch.Tensor, page_id: torch.Tensor, fill: torch.T
     return count, index
 
 
-def quest_select_cuda(q: torch.Tensor, kmax: torch.Tensor, kmin: torch.Tensor,
-                      fill: torch.Tensor, page_id: torch.Tensor, current: torch.Tensor,
-                      visible: torch.Tensor, scale: float, softcap: float | None, k: int,
-                      chunk: int | None = None, tile: int | None = None,
-                      warps: int | None = None, stages: int | None = None
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """raas_flex::quest_select on CUDA where select_fits(S, k), k <= S: quest_bound_cuda
-    and quest_blocks_cuda's stage 1 as one kernel (_quest_chunk_kernel), then stage 2;
-    the same bounds, so the same choice. (chunk, tile, warps, stages: None for the
-    module's settings; for the benchmark's sweep.)"""
-    B, H, G, D = q.shape
-    S = fill.shape[-1]
-    if not (fill.is_contiguous() and visible.is_contiguous() and current.is_contiguous()
-            and page_id.is_contiguous()) or kmax.stride() != kmin.stride() \
-            or kmax.stride(-1) != 1 or q.stride(-1) != 1:
-        raise ValueError("quest_select: pass the pool's tensors as allocate_layer_cache "
-                         "made them (fill, visible, current, page_id contiguous; kmax and "
-                         "kmin alike, contiguous in D) and q contiguous in D.")
-    chunk = chunk or QUEST_CHUNK
-    tile = min(tile or QUEST_TILE, chunk)
-    scores = torch.empty((B, H, S), dtype=torch.float32, device=q.device)  # [B, H, S]
-    count = torch.empty((B, H, 1), dtype=torch.int32, device=q.device)
-    index = torch.empty((B, H, 1, S), dtype=torch.int32, device=q.device)
-    cand, spare = _candidate_buffers(B * H, S, k, chunk, q.device)
-    _quest_chunk_kernel[(B * H, triton.cdiv(S, chunk))](
-        q, kmax, kmin, scores, page_id, fill, visible, cand[0], cand[1], cand[2], spare,
-        current, index, S, k, cand.shape[-1], S, float(scale),
-        float(softcap) if softcap is not None else 1.0,
-        q.stride(0), q.stride(1), q.stride(2), kmax.stride(0), kmax.stride(1), kmax.stride(2),
-        H=H, G=G, D=D, DP=triton.next_power_of_2(D), TILE=tile, CHUNK=chunk,
-        STAGES=stages or QUEST_STAGES, HAS_CAP=softcap is not None, RADIX=RADIX_SEARCH, num_warps=warps or QUEST_WARPS)
-    _merge(visible, cand, spare, index, fill, count, k, S, RADIX_SEARCH, True, None)
-    return count, index
-
-
-def _candidate_buffers(rows: int, S: int, k: int, chunk: int, device: torch.device
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stage 1's outputs: candidates [3 (hi, lo, slot), rows, chunks, min(k, chunk)] and
-    each chunk's spare slot [rows, chunks]."""
-    n_chunks = triton.cdiv(S, chunk)
-    cand = torch.empty((3, rows, n_chunks, min(k, chunk)), dtype=torch.int64, device=device)
-    return cand, torch.empty((rows, n_chunks), dtype=torch.int64, device=device)
-
-
-def _merge(chosen, cand, spare, index, held, count, k, S, radix, quest, merge_warps) -> None:
-    """Launch stage 2 over stage 1's candidates."""
-    _, rows, n_chunks, KC = cand.shape
-    CB = max(16, triton.next_power_of_2(n_chunks * KC))
-    _merge_candidates_kernel[(rows,)](
-        chosen, cand[0], cand[1], cand[2], spare, index, held, count, S, k, n_chunks * KC,
-        n_chunks, index.shape[-1], CB=CB, NC=max(16, triton.next_power_of_2(n_chunks)),
-        RADIX=radix, QUEST=quest, num_warps=merge_warps or merge_warps_for(CB))
-
-
 def _select(scores, page_id, held, chosen, index, k, current, count, chunk=None,
             chunk_warps=None, merge_warps=None, radix=None) -> None:
     """Launch both stages; `current` and `count` given: quest's form (quest_blocks_cuda)."""
@@ -403,12 +281,18 @@ def _select(scores, page_id, held, chosen, index, k, current, count, chunk=None,
     quest = current is not None
     B, H, S = scores.shape
     scores, page_id, held = (t.contiguous() for t in (scores.float(), page_id, held))
-    cand, spare = _candidate_buffers(B * H, S, k, chunk, scores.device)
+    n_chunks = triton.cdiv(S, chunk)
+    KC = min(k, chunk)
+    cand = torch.empty((3, B * H, n_chunks, KC), dtype=torch.int64, device=scores.device)
+    spare = torch.empty((B * H, n_chunks), dtype=torch.int64, device=scores.device)
+    index_stride = index.shape[-1]
     current = current if quest else spare  # unread unless quest
     count = count if quest else spare
-    _chunk_candidates_kernel[(B * H, cand.shape[2])](
+    _chunk_candidates_kernel[(B * H, n_chunks)](
         scores, page_id, held, chosen, cand[0], cand[1], cand[2], spare, current, index,
-        S, k, cand.shape[-1], index.shape[-1], CHUNK=chunk, RADIX=radix, QUEST=quest,
-        num_warps=chunk_warps)
-    _merge(chosen, cand, spare, index, held, count, k, S, radix, quest, merge_warps)
-
+        S, k, KC, index_stride, CHUNK=chunk, RADIX=radix, QUEST=quest, num_warps=chunk_warps)
+    CB = max(16, triton.next_power_of_2(n_chunks * KC))
+    _merge_candidates_kernel[(B * H,)](
+        chosen, cand[0], cand[1], cand[2], spare, index, held, count, S, k, n_chunks * KC,
+        n_chunks, index_stride, CB=CB, NC=max(16, triton.next_power_of_2(n_chunks)),
+        RADIX=radix, QUEST=quest, num_warps=merge_warps or merge_warps_for(CB))

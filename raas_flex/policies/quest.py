@@ -19,7 +19,7 @@ import torch
 
 from raas_flex.cache.pool import LayerCache
 from raas_flex.policies.base import Blocks, Policy, PolicyOptions
-from raas_flex.policies.keep_all_ops import quest_blocks, quest_bound, quest_select
+from raas_flex.policies.keep_all_ops import quest_blocks, quest_bound
 
 
 @dataclass(frozen=True)
@@ -36,15 +36,6 @@ class QuestPolicy(Policy):
     def score(self, q: torch.Tensor, cache: LayerCache, scale: float) -> torch.Tensor:
         # scores.page_bound as one op: a Triton pass over the summaries on CUDA
         return quest_bound(q, cache.kmax, cache.kmin, cache.fill, scale, cache.softcap)
-
-    def score_and_select(self, q: torch.Tensor, cache: LayerCache, scale: float,
-                         step: torch.Tensor) -> tuple[torch.Tensor, Blocks]:
-        """score then select_blocks as one op (keep_all_ops.quest_select): on CUDA the
-        bound pass and the select's first stage are one kernel."""
-        count, index = quest_select(q, cache.kmax, cache.kmin, cache.fill, cache.page_id,
-                                    cache.current, cache.visible, scale, cache.softcap,
-                                    self.config.slots)
-        return cache.visible, (count, index)
 
     def select(self, cache: LayerCache, scores: torch.Tensor,
                step: torch.Tensor) -> torch.Tensor:

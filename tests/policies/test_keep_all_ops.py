@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from raas_flex.policies.keep_all_ops import (
-    quest_blocks, quest_bound, quest_select, select_top_slots,
-)
+from raas_flex.policies.keep_all_ops import quest_bound, select_top_slots
 from raas_flex.policies.scores import summary_bound, top_slots
 
 
@@ -30,9 +28,6 @@ def test_ops_pass_opcheck():
     torch.library.opcheck(quest_bound, (q, kmax, kmin, fill, 0.25, 30.0))
     scores = quest_bound(q, kmax, kmin, fill, 0.25, None)
     torch.library.opcheck(select_top_slots, (scores, page_id, fill > 0, 4))
-    current = torch.zeros(fill.shape[:2], dtype=torch.int64)
-    torch.library.opcheck(quest_select, (q, kmax, kmin, fill, page_id, current,
-                                         torch.zeros_like(fill), 0.25, 30.0, 4))
 
 
 def test_cpu_ops_are_the_torch_rules():
@@ -45,16 +40,3 @@ def test_cpu_ops_are_the_torch_rules():
         want, want_index = top_slots(scores, page_id, fill > 0, k)
         assert torch.equal(chosen, want)
         assert index.shape == want_index.shape == (2, 2, min(k, 11))
-
-
-def test_quest_select_is_bound_then_blocks():
-    """quest_select (one op, fused on CUDA) = quest_bound then quest_blocks, softcap too."""
-    q, kmax, kmin, fill, page_id = _inputs(2)
-    current = torch.argmax(fill, dim=-1)  # a held slot
-    for cap in (None, 30.0):
-        want_visible, got_visible = torch.zeros_like(fill), torch.zeros_like(fill)
-        want = quest_blocks(quest_bound(q, kmax, kmin, fill, 0.25, cap), page_id, fill,
-                            current, want_visible, 4)
-        got = quest_select(q, kmax, kmin, fill, page_id, current, got_visible, 0.25, cap, 4)
-        assert torch.equal(got_visible, want_visible) and bool((got_visible > 0).any())
-        assert all(torch.equal(a, b) for a, b in zip(got, want))
