@@ -9,7 +9,8 @@ gatherTopK launches of ~16 µs each whatever the row length, plus copies): 57 + 
 ops are Triton kernels (keep_all_triton.py); elsewhere, and on CUDA for rows with more
 candidates than the select kernel holds in registers, they are the torch rules of scores.py,
 which are also the kernels' references. Same decisions either way: the chosen slots are exactly the
-k held slots first by (score desc, older page).
+k held slots first by (score desc, older page). The bound is also raas's score
+(page_bound).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Optional
 
 import torch
 
+from raas_flex.cache.pool import LayerCache
 from raas_flex.policies.scores import summary_bound, top_slots
 
 
@@ -38,6 +40,23 @@ def _(q, kmax, kmin, fill, scale, softcap):
 def _(q, kmax, kmin, fill, scale, softcap):
     from raas_flex.policies.keep_all_triton import quest_bound_cuda
     return quest_bound_cuda(q, kmax, kmin, fill, scale, softcap)
+
+
+SMALL_SUMMARY_BYTES = 1 << 21  # summaries up to which page_bound stays a torch expression
+
+
+def page_bound(q: torch.Tensor, cache: LayerCache, scale: float) -> torch.Tensor:
+    """Quest's upper bound on max_{k in page} q·k·scale, max over the GQA group, for every
+    slot of the pool (q [B, H, G, D] -> [B, H, S] float32, -inf for empty slots): the score
+    of quest and raas. Over more than SMALL_SUMMARY_BYTES of summaries it runs as
+    quest_bound (on CUDA one Triton pass spread over (sequence, kv head, 32 slots)):
+    Inductor's reduction took 22.7 µs for raas at batch 32 where the bytes take ~4, and
+    quest's 9,217-slot pool needs it at batch 1. Below, the torch rule, which Inductor fuses
+    with the step's neighbouring kernels: at batch 1 the op cost raas two more launches,
+    32.5 -> 36.9 µs (issue 15, lever 19, H200). Same rule either way."""
+    if 2 * cache.kmax.numel() * cache.kmax.element_size() <= SMALL_SUMMARY_BYTES:
+        return summary_bound(q, cache.kmax, cache.kmin, cache.fill, scale, cache.softcap)
+    return quest_bound(q, cache.kmax, cache.kmin, cache.fill, scale, cache.softcap)
 
 
 @torch.library.custom_op("raas_flex::select_top_slots", mutates_args=())

@@ -19,7 +19,7 @@ import torch
 
 from raas_flex.cache.pool import LayerCache
 from raas_flex.policies.base import Blocks, Policy, PolicyOptions
-from raas_flex.policies.keep_all_ops import quest_blocks, quest_bound
+from raas_flex.policies.keep_all_ops import page_bound, quest_blocks
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,7 @@ class QuestPolicy(Policy):
     Options = QuestOptions
 
     def score(self, q: torch.Tensor, cache: LayerCache, scale: float) -> torch.Tensor:
-        # scores.page_bound as one op: a Triton pass over the summaries on CUDA
-        return quest_bound(q, cache.kmax, cache.kmin, cache.fill, scale, cache.softcap)
+        return page_bound(q, cache, scale)
 
     def select(self, cache: LayerCache, scores: torch.Tensor,
                step: torch.Tensor) -> torch.Tensor:
