@@ -42,20 +42,13 @@ def _(q, kmax, kmin, fill, scale, softcap):
     return quest_bound_cuda(q, kmax, kmin, fill, scale, softcap)
 
 
-SMALL_SUMMARY_BYTES = 1 << 21  # summaries up to which page_bound stays a torch expression
-
-
 def page_bound(q: torch.Tensor, cache: LayerCache, scale: float) -> torch.Tensor:
     """Quest's upper bound on max_{k in page} q·k·scale, max over the GQA group, for every
     slot of the pool (q [B, H, G, D] -> [B, H, S] float32, -inf for empty slots): the score
-    of quest and raas. Over more than SMALL_SUMMARY_BYTES of summaries it runs as
-    quest_bound (on CUDA one Triton pass spread over (sequence, kv head, 32 slots)):
-    Inductor's reduction took 22.7 µs for raas at batch 32 where the bytes take ~4, and
-    quest's 9,217-slot pool needs it at batch 1. Below, the torch rule, which Inductor fuses
-    with the step's neighbouring kernels: at batch 1 the op cost raas two more launches,
-    32.5 -> 36.9 µs (issue 15, lever 19, H200). Same rule either way."""
-    if 2 * cache.kmax.numel() * cache.kmax.element_size() <= SMALL_SUMMARY_BYTES:
-        return summary_bound(q, cache.kmax, cache.kmin, cache.fill, scale, cache.softcap)
+    of quest and raas, as quest_bound (on CUDA one Triton pass spread over (sequence, kv
+    head, 32 slots)). For raas Inductor's reduction took 22.7 µs at batch 32 where the
+    summaries' bytes take ~4 (issue 15, lever 19: raas 190.4 -> 177.3 µs at batch 32 on the
+    H200, and no slower at batch 1)."""
     return quest_bound(q, cache.kmax, cache.kmin, cache.fill, scale, cache.softcap)
 
 

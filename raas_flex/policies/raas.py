@@ -26,7 +26,6 @@ import torch
 from raas_flex.cache.pool import LayerCache
 from raas_flex.policies.base import ConfigView, Policy, PolicyOptions
 from raas_flex.policies.keep_all_ops import page_bound
-from raas_flex.policies.restamp_op import restamp_top_fraction
 from raas_flex.policies.scores import log_page_mass, top_fraction
 
 
@@ -57,7 +56,7 @@ class RaaSPolicy(Policy):
     def important(self, cache: LayerCache, scores: torch.Tensor) -> torch.Tensor:
         """[B, H, S] bool: the pages that keep a fresh timestamp this step."""
         if self.config.importance == "top_ratio":
-            return top_fraction(scores, cache.page_id, cache.fill, *self.top_ratio)
+            return top_fraction(scores, cache, *self.top_ratio)
         weights = scores
         if self.config.score_source == "bound":
             weights = scores + torch.log(cache.fill.clamp(min=1).float())
@@ -65,9 +64,5 @@ class RaaSPolicy(Policy):
         return (cache.fill > 0) & (share >= self.config.alpha)
 
     def update(self, cache: LayerCache, scores: torch.Tensor, step: torch.Tensor) -> None:
-        if self.config.importance == "top_ratio":  # `important`'s rule and the copy, one op
-            restamp_top_fraction(scores, cache.page_id, cache.fill, cache.timestamp, step,
-                                 *self.top_ratio)
-            return
         fresh = self.important(cache, scores)
         cache.timestamp.copy_(torch.where(fresh, step, cache.timestamp))

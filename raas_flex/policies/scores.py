@@ -16,8 +16,8 @@ PAIRWISE_RANK_SLOTS = 512  # slots up to which ranks are counted pairwise, not s
 
 def summary_bound(q: torch.Tensor, kmax: torch.Tensor, kmin: torch.Tensor, fill: torch.Tensor,
                   scale: float, softcap: float | None) -> torch.Tensor:
-    """keep_all_ops.page_bound from the summaries themselves (kmax, kmin [B, H, S, D], fill [B, H, S]):
-    the torch rule, also the reference of the keep-all policies' CUDA kernel."""
+    """Quest's bound from the summaries kmax, kmin [B, H, S, D] and fill [B, H, S]: the
+    torch rule of keep_all_ops.quest_bound (its body off CUDA, its kernel's reference)."""
     # The layer's softcap is monotone, so capping the bound keeps it a bound (and the top-k
     # order); capped, it is on the scale the softmax sees (importance="alpha").
     bound = cap_logits(head_summary_bound(q.float(), kmax, kmin).amax(2) * scale, softcap)
@@ -148,18 +148,17 @@ def top_slots(scores: torch.Tensor, page_id: torch.Tensor, held: torch.Tensor,
     return chosen, top.indices
 
 
-def top_fraction(scores: torch.Tensor, page_id: torch.Tensor, fill: torch.Tensor,
-                 numerator: int, denominator: int) -> torch.Tensor:
-    """The top ceil(live pages · numerator / denominator) live slots (fill > 0) by score,
-    ties to the older page (rank_descending). [B, H, S] bool.
+def top_fraction(scores: torch.Tensor, cache: LayerCache, numerator: int,
+                 denominator: int) -> torch.Tensor:
+    """The top ceil(live pages · numerator / denominator) live slots by score. [B, H, S] bool.
 
     Counted in int64, exactly: a float product rounds 25 · 0.6 up to 15.000001 and marks 16
     pages. numerator/denominator are Python ints (RaaSConfig.top_ratio_fraction), constants
     of a compiled graph; the host check below runs only while tracing, on static shapes.
     """
-    if fill.shape[-1] * numerator >= 2**63:
-        raise OverflowError(f"{fill.shape[-1]} slots x top_ratio numerator {numerator} "
+    if cache.num_slots * numerator >= 2**63:
+        raise OverflowError(f"{cache.num_slots} slots x top_ratio numerator {numerator} "
                             "overflows int64; use a top_ratio with fewer decimals.")
-    live = fill > 0
+    live = cache.fill > 0
     count = (live.sum(-1, keepdim=True) * numerator + (denominator - 1)) // denominator
-    return live & (rank_descending(scores, page_id) < count)
+    return live & (rank_descending(scores, cache.page_id) < count)

@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 from raas_flex import RaaSConfig
 from raas_flex.cache.pool import allocate_layer_cache
 from raas_flex.policies.raas import RaaSPolicy
-from raas_flex.policies.restamp_op import restamp_top_fraction
 from raas_flex.policies.scores import top_fraction
 
 P = 16
@@ -82,26 +81,6 @@ def test_count_compiles_without_graph_breaks():
     ratio = RaaSPolicy(RaaSConfig(top_ratio=0.6)).top_ratio
     assert ratio == (3, 5)
     compiled = torch.compile(top_fraction, fullgraph=True, backend="eager")
-    marked = compiled(scores, cache.page_id, cache.fill, *ratio)
-    assert torch.equal(marked, top_fraction(scores, cache.page_id, cache.fill, *ratio))
+    marked = compiled(scores, cache, *ratio)
+    assert torch.equal(marked, top_fraction(scores, cache, *ratio))
     assert marked.sum(-1).tolist() == [[3, 3]]  # ceil(5 · 0.6)
-
-
-def test_update_restamps_through_the_op_by_the_rule():
-    """RaaS's update (raas_flex::restamp_top_fraction) stamps exactly the pages
-    `important` marks; the op is a well-formed custom op (fake body, mutation declared)."""
-    cache = allocate_layer_cache(2, 2, 1, 12, P)
-    gen = torch.Generator().manual_seed(3)
-    live = torch.rand(2, 2, 12, generator=gen) < 0.8
-    cache.fill.copy_(live.int())
-    cache.page_id.copy_(torch.where(live, torch.arange(12), -1))
-    cache.timestamp.copy_(torch.randint(0, 5, (2, 2, 12), generator=gen))
-    scores = torch.randint(0, 3, (2, 2, 12), generator=gen).float().masked_fill(~live, -math.inf)
-    step = torch.tensor(9)
-    torch.library.opcheck(restamp_top_fraction, (scores, cache.page_id, cache.fill,
-                                                 cache.timestamp.clone(), step, 3, 5))
-    policy = RaaSPolicy(RaaSConfig(top_ratio=0.6))
-    fresh = policy.important(cache, scores)
-    want = torch.where(fresh, step, cache.timestamp)
-    policy.update(cache, scores, step)
-    assert torch.equal(cache.timestamp, want) and bool(fresh.any())
