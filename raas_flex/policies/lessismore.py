@@ -128,6 +128,6 @@ class LessIsMorePolicy(Policy):
 
 def head_page_bound(q: torch.Tensor, cache: LayerCache, scale: float) -> torch.Tensor:
     """Quest's bound of every page for every query head, [B, H, G, S] float32; -inf on
-    empty slots. As scores.page_bound, without the max over the group."""
+    empty slots. As keep_all_ops.page_bound, without the max over the group."""
     bound = head_summary_bound(q.float(), cache.kmax, cache.kmin)
     return (bound * scale).masked_fill((cache.fill == 0)[:, :, None], float("-inf"))
