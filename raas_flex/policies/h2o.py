@@ -9,7 +9,10 @@ over all held tokens, the max over the GQA group, from one pass over the keys:
 gated_mass.held_page_mass) to the page's accumulator; when a page needs room, the unpinned
 page with the lowest accumulated mass among those outside the recent window is evicted
 (ties: the older page). The window is the most recent max(1, round(recent_ratio · budget
-pages)) pages held, recent_ratio = 0.5 by default (the paper's 1:1). If every unpinned page lies in the window, the oldest goes.
+pages)) pages held, recent_ratio = 0.5 by default (the paper's 1:1); with recent_tokens > 0
+the window is instead that many tokens' pages, ceil(recent_tokens / page_size), still at most
+round(recent_ratio · budget pages) (a span fixed in tokens, for h2o_span). If every unpinned
+page lies in the window, the oldest goes.
 Every held token is attended, so a step costs O(L) time and memory.
 Deviations [project choices]: page granularity (one accumulator per page, not per
 token); the GQA group's mass is reduced by max; accumulation starts at the first
@@ -26,7 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from raas_flex.cache.pool import LayerCache
-from raas_flex.policies.base import Policy, PolicyOptions
+from raas_flex.policies.base import Policy, PolicyOptions, check_int
 from raas_flex.policies.gated_mass import held_page_mass
 
 ACCUMULATED = "h2o_accumulated"  # [B, H, S] float32 accumulated attention mass
@@ -38,13 +41,17 @@ PROTECTED = float(torch.finfo(torch.float32).max)
 @dataclass(frozen=True)
 class H2OOptions(PolicyOptions):
     """recent_ratio: share of the budget's pages kept as the recent window, the rest heavy
-    hitters; 0.5 is the paper's 1:1 split."""
+    hitters; 0.5 is the paper's 1:1 split. recent_tokens: 0 (the paper's rule), or the
+    window as a span of tokens, capped at recent_ratio of the budget's pages."""
 
     prefix = "h2o_"
     reads_exact_keys = True  # exact attention mass over the pool
     recent_ratio: float = 0.5
+    recent_tokens: int = 0
 
     def __post_init__(self) -> None:
+        check_int(f"{self.prefix}recent_tokens", self.recent_tokens, 0,
+                  " (0 sizes the window by recent_ratio alone)")
         if not 0.0 < self.recent_ratio < 1.0:
             raise ValueError(f"{self.prefix}recent_ratio={self.recent_ratio} must lie in (0, 1); "
                              "the paper splits heavy:recent 1:1 (0.5).")
@@ -56,7 +63,11 @@ class H2OPolicy(Policy):
 
     @property
     def recent_pages(self) -> int:
-        return max(1, round(self.options.recent_ratio * self.config.slots))
+        share = round(self.options.recent_ratio * self.config.slots)
+        if self.options.recent_tokens:
+            span = -(-self.options.recent_tokens // self.config.page_size)  # ceil
+            share = min(share, span)
+        return max(1, share)
 
     def init_state(self, cache: LayerCache) -> None:
         cache.policy_state[ACCUMULATED] = torch.zeros_like(cache.fill, dtype=torch.float32)

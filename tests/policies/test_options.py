@@ -56,6 +56,8 @@ def test_every_config_holds_its_policys_options(name) -> None:
 @pytest.mark.parametrize("options, field, value, error, words", [
     (H2OOptions, "recent_ratio", 0.0, ValueError, "h2o_recent_ratio"),
     (H2OOptions, "recent_ratio", 1.0, ValueError, "1:1"),
+    (H2OOptions, "recent_tokens", -1, ValueError, "h2o_recent_tokens"),
+    (H2OOptions, "recent_tokens", 1.5, TypeError, "int"),
     (StreamingOptions, "sinks", -1, ValueError, ">= 0"),
     (StreamingOptions, "sinks", 1.5, TypeError, "int"),
     (RecycledOptions, "period", 0, ValueError, ">= 1"),
