@@ -31,6 +31,7 @@ from collections import defaultdict
 import torch
 
 import raas_flex as rf
+from bench.accuracy.harness.variants import parse_variant
 from bench.accuracy.page_agreement import P, record
 from bench.accuracy.tasks.dependencies import long_reads
 
@@ -43,7 +44,8 @@ def replay(q: torch.Tensor, k: torch.Tensor, prompt: int, policy_name: str, budg
     k [B, H, N, D] (equal prompts and chains). Returns ({position t: page_id [B, H, S]
     after the step that attends with the query at t}, {(problem, kv head, page): position
     at which the page last left that pool})."""
-    config = rf.RaaSConfig(budget=budget, page_size=P, policy=policy_name)
+    policy, settings = parse_variant(policy_name)  # a variant: "h2o@h2o_recent_ratio=0.25"
+    config = rf.RaaSConfig.from_fields(budget=budget, page_size=P, policy=policy, **settings)
     policy = rf.make_policy(config)
     B, H, N, D = k.shape
     q, k = q.float(), k.float()

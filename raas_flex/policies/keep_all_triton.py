@@ -28,6 +28,7 @@ import triton.language as tl
 from raas_flex.policies.triton_logits import softcap
 
 BOUND_SLOTS = 32  # pages per bound program: a [32, D] tile of each summary
+BOUND_WARPS = 4
 
 
 @triton.jit
@@ -58,8 +59,11 @@ def _quest_bound_kernel(q_ptr, kmax_ptr, kmin_ptr, fill_ptr, out_ptr, S, scale, 
 
 
 def quest_bound_cuda(q: torch.Tensor, kmax: torch.Tensor, kmin: torch.Tensor,
-                     fill: torch.Tensor, scale: float, softcap: float | None) -> torch.Tensor:
-    """raas_flex::quest_bound on CUDA, shapes as there; no host sync."""
+                     fill: torch.Tensor, scale: float, softcap: float | None,
+                     slots: int | None = None, warps: int | None = None) -> torch.Tensor:
+    """raas_flex::quest_bound on CUDA, shapes as there; no host sync. (slots and warps,
+    None for the module's settings, are for bench/latency/bound_sweep.py.)"""
+    slots = slots or BOUND_SLOTS
     B, H, G, D = q.shape
     S = fill.shape[-1]
     if kmax.stride() != kmin.stride() or kmax.stride(-1) != 1 or q.stride(-1) != 1 \
@@ -67,14 +71,14 @@ def quest_bound_cuda(q: torch.Tensor, kmax: torch.Tensor, kmin: torch.Tensor,
         raise ValueError("quest_bound needs q, kmax, kmin and fill contiguous in their last "
                          "dim and kmax, kmin laid out alike; pass the pool tensors as allocated.")
     out = torch.empty((B, H, S), dtype=torch.float32, device=q.device)
-    grid = (B * H, triton.cdiv(S, BOUND_SLOTS))
+    grid = (B * H, triton.cdiv(S, slots))
     _quest_bound_kernel[grid](
         q, kmax, kmin, fill, out, S, float(scale),
         float(softcap) if softcap is not None else 1.0,
         q.stride(0), q.stride(1), q.stride(2), kmax.stride(0), kmax.stride(1), kmax.stride(2),
         fill.stride(0), fill.stride(1), out.stride(0), out.stride(1),
-        H=H, G=G, D=D, DP=triton.next_power_of_2(D), SLOTS=BOUND_SLOTS,
-        HAS_CAP=softcap is not None, num_warps=4)
+        H=H, G=G, D=D, DP=triton.next_power_of_2(D), SLOTS=slots,
+        HAS_CAP=softcap is not None, num_warps=warps or BOUND_WARPS)
     return out
 
 
