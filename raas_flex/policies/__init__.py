@@ -12,7 +12,6 @@ from raas_flex.policies.dense import DensePolicy
 from raas_flex.policies.h2o import H2OPolicy
 from raas_flex.policies.h2o_decay import H2ODecayPolicy
 from raas_flex.policies.h2o_horizon import H2OHorizonPolicy
-from raas_flex.policies.h2o_rate import H2ORatePolicy
 from raas_flex.policies.hsr import HSRPolicy
 from raas_flex.policies.lazy_eviction import LazyEvictionPolicy
 from raas_flex.policies.lessismore import LessIsMorePolicy
@@ -39,7 +38,6 @@ _REGISTRY: dict[str, type[Policy]] = {
     RaaSGuardPolicy.name: RaaSGuardPolicy,  # ours: raas with a recency guard (issue 17)
     H2ODecayPolicy.name: H2ODecayPolicy,  # ours: h2o with a decaying accumulator (issue 17)
     H2OHorizonPolicy.name: H2OHorizonPolicy,  # ours: decay over a budget-scaled horizon (17)
-    H2ORatePolicy.name: H2ORatePolicy,  # ours: h2o_horizon's mass per step held (17)
     # reasoning-specific peers (issue 20)
     RKVPolicy.name: RKVPolicy,
     LazyEvictionPolicy.name: LazyEvictionPolicy,
