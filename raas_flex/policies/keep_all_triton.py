@@ -27,8 +27,13 @@ import triton.language as tl
 
 from raas_flex.policies.triton_logits import softcap
 
-BOUND_SLOTS = 32  # pages per bound program: a [32, D] tile of each summary
-BOUND_WARPS = 4
+# quest_bound's launch: 8 pages per program (an [8, D] tile of each summary), one warp; of
+# 20 settings timed by bench/latency/bound_sweep.py on the H200 (bound_sweep_h200.json), the
+# fastest at quest's 128k pool, batch 1 and 8 (18.8 / 92.1 us vs 22.0 / 101.7 for the former
+# 32 pages and 4 warps; floor 8.9 / 71.1) and within 3 % of the fastest for raas's pool at
+# batch 32 (13.0 vs 12.7 us).
+BOUND_SLOTS = 8
+BOUND_WARPS = 1
 
 
 @triton.jit
