@@ -39,3 +39,14 @@ def test_pooled_lists_held_pages_per_problem_and_head():
     cache = rf.new_layer_cache(config, rf.make_policy(config), 1, 2, 8, prompt_tokens=P)
     cache.page_id[0, 0, :2] = torch.tensor([0, 3])
     assert pooled(cache) == {(0, 0, 0), (0, 0, 3)}
+
+
+def test_replay_takes_a_variants_settings():
+    """'streaming@streaming_sinks=2' replays streaming with two sink pages, not the default one."""
+    gen = torch.Generator().manual_seed(1)
+    prompt, N = P, 8 * P
+    q = torch.randn(1, 1, N, 16, generator=gen)
+    k = torch.randn(1, 1, N, 16, generator=gen)
+    held = {name: set(replay(q, k, prompt, name, 4 * P, {N - 1})[0][N - 1][0, 0].tolist())
+            for name in ("streaming", "streaming@streaming_sinks=2")}
+    assert held["streaming"] != held["streaming@streaming_sinks=2"]
