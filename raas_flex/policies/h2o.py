@@ -11,8 +11,8 @@ page with the lowest accumulated mass among those outside the recent window is e
 (ties: the older page). The window is the most recent max(1, round(recent_ratio · budget
 pages)) pages held, recent_ratio = 0.5 by default (the paper's 1:1); with recent_tokens > 0
 the window is instead that many tokens' pages, ceil(recent_tokens / page_size), still at most
-round(recent_ratio · budget pages) (a span fixed in tokens, for h2o_span). If every unpinned
-page lies in the window, the oldest goes.
+round(recent_ratio · budget pages) (a span fixed in tokens; issue 17's window sweeps). If
+every unpinned page lies in the window, the oldest goes.
 Every held token is attended, so a step costs O(L) time and memory.
 Deviations [project choices]: page granularity (one accumulator per page, not per
 token); the GQA group's mass is reduced by max; accumulation starts at the first
@@ -31,6 +31,7 @@ import torch
 from raas_flex.cache.pool import LayerCache
 from raas_flex.policies.base import Policy, PolicyOptions, check_int
 from raas_flex.policies.gated_mass import held_page_mass
+from raas_flex.sizing import pages
 
 ACCUMULATED = "h2o_accumulated"  # [B, H, S] float32 accumulated attention mass
 # A finite key above any reachable accumulated mass: keeps the recent window out of
@@ -65,8 +66,7 @@ class H2OPolicy(Policy):
     def recent_pages(self) -> int:
         share = round(self.options.recent_ratio * self.config.slots)
         if self.options.recent_tokens:
-            span = -(-self.options.recent_tokens // self.config.page_size)  # ceil
-            share = min(share, span)
+            share = min(share, pages(self.options.recent_tokens, self.config.page_size))
         return max(1, share)
 
     def init_state(self, cache: LayerCache) -> None:

@@ -46,9 +46,9 @@ def page_bound(q: torch.Tensor, cache: LayerCache, scale: float) -> torch.Tensor
     """Quest's upper bound on max_{k in page} q·k·scale, max over the GQA group, for every
     slot of the pool (q [B, H, G, D] -> [B, H, S] float32, -inf for empty slots): the score
     of quest and raas, as quest_bound (on CUDA one Triton pass spread over (sequence, kv
-    head, 32 slots)). For raas at batch 32 Inductor's reduction took 22.7 µs where the
-    summaries' bytes take ~4, the kernel 9.9 (issue 15, lever 19, H200: the step 192.1 ->
-    177.2 µs; batch 1 unchanged within run-to-run noise)."""
+    head, keep_all_triton.BOUND_SLOTS slots)). For raas at batch 32 Inductor's reduction
+    took 22.7 µs where the summaries' bytes take ~4, the kernel 9.9 (issue 15, lever 19,
+    H200: the step 192.1 -> 177.2 µs; batch 1 unchanged within run-to-run noise)."""
     return quest_bound(q, cache.kmax, cache.kmin, cache.fill, scale, cache.softcap)
 
 
