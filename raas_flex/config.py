@@ -15,6 +15,8 @@ from raas_flex.policies.base import check_int
 from raas_flex.policies.raas import RaaSPolicy
 
 SUPPORTED_PAGE_SIZES = (16, 32, 64, 128)
+# kernel_block_pages: powers of two, so that a kernel block (page_size · pages) is one too
+BLOCK_PAGES = (1, 2, 4, 8)
 IMPORTANCE_RULES = ("top_ratio", "alpha")
 SCORE_SOURCES = ("bound", "exact")
 ATTENTION_KERNELS = ("flex", "sdpa")
@@ -60,6 +62,9 @@ class RaaSConfig:
         apply_raas take the same settings under flat names.
     kernel_options: FlexAttention kernel_options for the decode call; None means the
         measured default for the device (raas_flex/attention/kernel_options.py).
+    kernel_block_pages: pages per FlexAttention kv block when an evicting policy's step
+        lists its whole pool (wider blocks let the kernel read wider tiles); None means the
+        measured default for the device. Keep-all policies list single pages.
     """
 
     budget: int = 1024
@@ -75,11 +80,15 @@ class RaaSConfig:
     kv_dtype: str | None = None
     options: PolicyOptions | None = None
     kernel_options: dict | None = field(default=None, hash=False)
+    kernel_block_pages: int | None = None
 
     def __post_init__(self) -> None:
         check_int("budget", self.budget)
         check_int("page_size", self.page_size)
         check_int("dense_layers", self.dense_layers)
+        if self.kernel_block_pages is not None and self.kernel_block_pages not in BLOCK_PAGES:
+            raise ValueError(f"kernel_block_pages={self.kernel_block_pages!r}; use one of "
+                             f"{BLOCK_PAGES}, or None for the device's measured default.")
         if self.page_size not in SUPPORTED_PAGE_SIZES:
             raise ValueError(
                 f"page_size={self.page_size} is not supported by the FlexAttention decode "

@@ -13,7 +13,8 @@ import math
 import torch
 
 from raas_flex.attention import (
-    attend_prompt, attend_visible, device_kernel_options, fold_gqa, materialised_on_cpu,
+    attend_prompt, attend_visible, device_block_pages, device_kernel_options, fold_gqa,
+    materialised_on_cpu,
 )
 from raas_flex.attention.logit_mods import check_kernel
 from raas_flex.cache import (
@@ -37,7 +38,9 @@ def new_layer_cache(config: RaaSConfig, policy: Policy, batch: int, kv_heads: in
     slots = pool_slots(config, prompt_tokens, max_new_tokens, keep_all=policy.keeps_all)
     cache = allocate_layer_cache(batch, kv_heads, head_dim, slots, config.page_size,
                                  dtype, device, config.kv_storage_dtype,
-                                 device_kernel_options(device, config.kernel_options))
+                                 device_kernel_options(device, config.kernel_options),
+                                 device_block_pages(device, config.page_size,
+                                                    config.kernel_block_pages))
     cache.softcap = softcap
     cache.sinks = fold_sinks_by_kv_head(sinks, kv_heads)
     policy.init_state(cache)

@@ -13,7 +13,10 @@ import raas_flex as rf
 from raas_flex.compile import compile_decode_step
 from tests.layer_harness import Shapes
 
-CONFIG = rf.RaaSConfig(budget=128, page_size=16)
+# Kernel blocks of 4 pages (wide blocks, as the sm90 default's 128 tokens; the CPU default
+# is one page, which tests/hf's compiled generate() runs). tests/masks covers blocks that
+# do not divide the pool.
+CONFIG = rf.RaaSConfig(budget=128, page_size=16, kernel_block_pages=4)
 POLICY = rf.make_policy(CONFIG)
 SHAPES = Shapes(batch=2, kv_heads=2, group=2, head_dim=16)
 SCALE = SHAPES.head_dim ** -0.5

@@ -134,7 +134,11 @@ def issue15_rows(record, gen: torch.Generator, ns: list[int], configs, kv_dtypes
         n, L, P = 128 * K, 2048, 16
         for B in (1, 8, 32):
             for kv_dtype, suffix in (("int8", "_int8"), ("float8_e4m3fn", "_fp8")):
-                case, cache = cases.policy_step("raas", n, L, P, B, gen, kv_dtype)
+                try:
+                    case, cache = cases.policy_step("raas", n, L, P, B, gen, kv_dtype)
+                except ImportError as exc:  # torchao missing where this runs: say so, go on
+                    print(f"raas{suffix} B={B}: not timed, {exc}", flush=True)
+                    continue
                 record("raas" + suffix, n, L, P, B, case)
                 del case, cache
                 torch.cuda.empty_cache()

@@ -43,12 +43,13 @@ def kv_bytes(batch: int, tokens: int, kv_dtype: str | None = None) -> int:
 
 def policy_step(name: str, n: int, budget: int, page: int, batch: int,
                 gen: torch.Generator, kv_dtype: str | None = None,
-                kernel_options: dict | None = None) -> tuple[Case, object]:
+                kernel_options: dict | None = None,
+                block_pages: int | None = None) -> tuple[Case, object]:
     """The full compiled step (cache manager + flex) of policy `name`, over a pool stored
     as kv_dtype (None: bf16); also returns the cache so the caller can time flex alone.
-    kernel_options: the decode flex call's (None: the device's default)."""
+    kernel_options, block_pages: the decode flex call's (None: the device's default)."""
     config = rf.RaaSConfig(budget=budget, page_size=page, policy=name, kv_dtype=kv_dtype,
-                           kernel_options=kernel_options)
+                           kernel_options=kernel_options, kernel_block_pages=block_pages)
     policy = rf.make_policy(config)
     cache, step = seen_cache(policy, batch, KV_HEADS, HEAD_DIM, n, KEEP_ALL_MARGIN,
                              torch.bfloat16, "cuda", gen)
@@ -89,11 +90,15 @@ def attend_only(cache, batch: int, gen: torch.Generator, kv_dtype: str | None,
 
 
 def flex_over_pool(cache, batch: int, gen: torch.Generator,
-                   kernel_options: dict | None = None) -> Case:
+                   kernel_options: dict | None = None, block_pages: int | None = None,
+                   query: torch.Tensor | None = None) -> Case:
     """flex_attention alone over an evicting policy's pool, with the mask its step uses:
-    the whole pool listed, `visible` as the mask_mod."""
-    query = _randn(gen, batch, KV_HEADS, GROUP, HEAD_DIM)
-    mask = listed_block_mask(cache.visible, cache.page_size, GROUP, *pool_blocks(cache.visible))
+    the whole pool listed (in the pool's kernel blocks, or `block_pages` pages each),
+    `visible` as the mask_mod."""
+    query = _randn(gen, batch, KV_HEADS, GROUP, HEAD_DIM) if query is None else query
+    blocks = cache.every_slot if block_pages is None else pool_blocks(
+        cache.visible, None, block_pages)
+    mask = listed_block_mask(cache.visible, cache.page_size, GROUP, *blocks)
     tokens = int(cache.visible.sum()) // (batch * KV_HEADS)
     return (lambda: _flex(query, cache.k, cache.v, block_mask=mask, scale=SCALE,
                           kernel_options=kernel_options), kv_bytes(batch, tokens))

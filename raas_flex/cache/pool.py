@@ -55,10 +55,11 @@ class LayerCache:
     # buffers, not tensors computed in the compiled graph. Unwritten tokens: 1 and 0.
     k_scale: torch.Tensor | None = None  # [B, H, S*P] float32: k ≈ codes * k_scale
     v_logscale: torch.Tensor | None = None  # [B, H, S*P] float32: v ≈ codes * exp(v_logscale)
-    # Every slot as a kernel block list, (count [B, H, 1], index [B, H, 1, S]) int32:
-    # what an evicting pool's step attends (masks.listed_block_mask). Allocated once so a
-    # compiled step reads it instead of materialising two constant tensors per step.
-    every_slot: tuple[torch.Tensor, torch.Tensor] | None = None
+    # The whole pool as a kernel block list, (count [B, H, 1], index [B, H, 1, K] int32,
+    # block_pages): what an evicting pool's step attends (masks.listed_block_mask), in
+    # kernel blocks of block_pages pages each. Allocated once so a compiled step reads it
+    # instead of materialising two constant tensors per step.
+    every_slot: tuple[torch.Tensor, torch.Tensor, int] | None = None
     # flex kernel_options for the decode call, chosen on the host at allocation (None:
     # torch's defaults); read by the attention, so a compiled step never queries the device.
     kernel_options: dict | None = None
@@ -102,10 +103,12 @@ def allocate_layer_cache(
     device: torch.device | str = "cpu",
     kv_dtype: torch.dtype | None = None,
     kernel_options: dict | None = None,
+    kernel_block_pages: int = 1,
 ) -> LayerCache:
     """Allocate an empty pool of `num_slots` pages; it never grows afterwards.
 
     dtype: the model's dtype; kv_dtype: int8 / float8_e4m3fn to store K/V quantized.
+    kernel_block_pages: pages per kernel block when the step lists the whole pool.
     """
     check_dtype(dtype)
     if kv_dtype is not None and not is_quantized(kv_dtype):
@@ -139,12 +142,19 @@ def allocate_layer_cache(
         overflow=torch.zeros((), dtype=torch.bool, device=device),
         page_size=page_size,
         kernel_options=kernel_options,
-        every_slot=(
-            torch.full((batch, kv_heads, 1), num_slots, dtype=torch.int32, device=device),
-            torch.arange(num_slots, dtype=torch.int32, device=device)
-            .expand(batch, kv_heads, 1, num_slots).contiguous(),
-        ),
+        every_slot=_every_block(batch, kv_heads, num_slots, kernel_block_pages, device),
         k_scale=None if kv_dtype is None else torch.ones(batch, kv_heads, tokens, device=device),
         v_logscale=None if kv_dtype is None else torch.zeros(batch, kv_heads, tokens,
                                                              device=device),
     )
+
+
+def _every_block(batch: int, kv_heads: int, num_slots: int, block_pages: int,
+                 device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The whole pool as a kernel block list of blocks `block_pages` pages wide."""
+    if block_pages < 1:
+        raise ValueError(f"kernel_block_pages={block_pages} must be >= 1.")
+    blocks = -(-num_slots // block_pages)
+    count = torch.full((batch, kv_heads, 1), blocks, dtype=torch.int32, device=device)
+    index = torch.arange(blocks, dtype=torch.int32, device=device)
+    return count, index.expand(batch, kv_heads, 1, blocks).contiguous(), block_pages

@@ -16,17 +16,25 @@ PREFIX_SUM_SLOTS = 2048  # measured fine up to 5,121 slots; 9,217 failed to comp
 QUERY_BLOCK = 128
 
 
-def visible_tokens_mask_mod(visible: torch.Tensor, page_size: int):
+def visible_tokens_mask_mod(visible: torch.Tensor, page_size: int, padded: bool = False):
     """mask_mod: token kv of the pool is attended iff its offset < visible[b, h, page].
 
     `visible` must be a persistent buffer (updated in place with scatter_), not a tensor
     computed inside the compiled graph: the CPU flex kernel cannot lower the latter.
+    padded: the kernel's last block reaches past the pool (blocks of several pages over a
+    pool whose slots they do not divide); those tokens are masked and never index past
+    `visible`.
     """
 
     def attend_visible_prefix(b, h, q_idx, kv_idx):
         return (kv_idx % page_size) < visible[b, h, kv_idx // page_size]
 
-    return attend_visible_prefix
+    def attend_visible_prefix_padded(b, h, q_idx, kv_idx):
+        slots = visible.shape[-1]
+        page = torch.clamp(kv_idx // page_size, max=slots - 1)
+        return (kv_idx < slots * page_size) & ((kv_idx % page_size) < visible[b, h, page])
+
+    return attend_visible_prefix_padded if padded else attend_visible_prefix
 
 
 def _slots_first(chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,19 +77,24 @@ def decode_block_mask(visible: torch.Tensor, page_size: int, query_rows: int) ->
 
 
 def listed_block_mask(visible: torch.Tensor, page_size: int, query_rows: int,
-                      count: torch.Tensor, index: torch.Tensor) -> BlockMask:
+                      count: torch.Tensor, index: torch.Tensor,
+                      block_pages: int = 1) -> BlockMask:
     """BlockMask whose kernel block list is given, no compaction: the first count[b, h, 0]
-    entries of index[b, h, 0, :] are the pages the kernel reads, every one as a partial
-    block, so `mask_mod` (offset < visible) hides whatever they hold that is not selected.
+    entries of index[b, h, 0, :] are the kernel blocks it reads (block j = pages
+    j·block_pages .. (j+1)·block_pages - 1), every one as a partial block, so `mask_mod`
+    (offset < visible) hides whatever they hold that is not selected.
 
-    Correct whenever the listed pages include every page with visible > 0 (a listed page
+    Correct whenever the listed blocks include every page with visible > 0 (a listed page
     with visible == 0 is read and fully masked). count [B, H, 1] int32, index [B, H, 1, K]
     int32. No full-block list: the decode kernel then compiles without its full-block loop.
+    block_pages > 1 (an evicting pool listed whole, masks.pool_blocks) lets the kernel read
+    wider tiles than one page.
     """
+    slots = visible.shape[-1]
     return BlockMask.from_kv_blocks(
-        count, index, BLOCK_SIZE=(QUERY_BLOCK, page_size),
-        mask_mod=visible_tokens_mask_mod(visible, page_size),
-        seq_lengths=(query_rows, visible.shape[-1] * page_size), compute_q_blocks=False,
+        count, index, BLOCK_SIZE=(QUERY_BLOCK, page_size * block_pages),
+        mask_mod=visible_tokens_mask_mod(visible, page_size, slots % block_pages != 0),
+        seq_lengths=(query_rows, slots * page_size), compute_q_blocks=False,
     )
 
 
@@ -116,16 +129,19 @@ def chosen_blocks(chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return count, index.to(torch.int32)[:, :, None, :].contiguous()
 
 
-def pool_blocks(visible: torch.Tensor, pages: torch.Tensor | int | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(count [B, H, 1], index [B, H, 1, S]) listing pages 0 .. pages-1 of the pool
-    (`pages` [B, H] or an int; None: all S). With an int, the lists are constants of the
-    graph: the mask costs no kernel at all."""
+def pool_blocks(visible: torch.Tensor, pages: torch.Tensor | int | None = None,
+                block_pages: int = 1) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(count [B, H, 1], index [B, H, 1, K], block_pages) listing the kernel blocks that
+    cover pages 0 .. pages-1 of the pool (`pages` [B, H] or an int; None: all S), each
+    block `block_pages` pages wide (listed_block_mask's last argument). With an int, the
+    lists are constants of the graph: the mask costs no kernel at all."""
     B, H, S = visible.shape
-    index = torch.arange(S, device=visible.device, dtype=torch.int32).expand(B, H, 1, S)
+    blocks = -(-S // block_pages)
+    index = torch.arange(blocks, device=visible.device, dtype=torch.int32)
+    index = index.expand(B, H, 1, blocks)
     if pages is None or isinstance(pages, int):
-        count = torch.full((B, H, 1), S if pages is None else pages, dtype=torch.int32,
-                           device=visible.device)
+        count = torch.full((B, H, 1), -(-(S if pages is None else pages) // block_pages),
+                           dtype=torch.int32, device=visible.device)
     else:
-        count = pages.to(torch.int32)[..., None]
-    return count, index
+        count = (pages.to(torch.int32)[..., None] + block_pages - 1) // block_pages
+    return count, index, block_pages

@@ -13,7 +13,9 @@ import torch
 from raas_flex.cache.pool import LayerCache
 from raas_flex.masks.decode import chosen_blocks
 
-Blocks = tuple[torch.Tensor, torch.Tensor]  # (count [B, H, 1], index [B, H, 1, K]) int32
+# (count [B, H, 1], index [B, H, 1, K]) int32 naming pages, or with a third entry, the pages
+# per kernel block (masks.listed_block_mask's block_pages)
+Blocks = tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, int]
 
 
 class ConfigView(Protocol):

@@ -25,6 +25,8 @@ class DensePolicy(Policy):
     Options = DenseOptions
 
     def attend_blocks(self, cache: LayerCache) -> Blocks:
-        """Every held page, listed without a compaction: slots 0 .. (last held slot)."""
+        """Every held page, listed without a compaction: slots 0 .. (last held slot), in the
+        pool's kernel blocks."""
         slots = torch.arange(1, cache.num_slots + 1, device=cache.fill.device)
-        return pool_blocks(cache.visible, torch.where(cache.fill > 0, slots, 0).amax(-1))
+        return pool_blocks(cache.visible, torch.where(cache.fill > 0, slots, 0).amax(-1),
+                           cache.every_slot[2])

@@ -1,7 +1,7 @@
 """The decode step's compaction-free block lists (issue 15) against the constructions they
 replace: top-k page selection == rank-based selection (ties included), and FlexAttention
-over a listed mask (the whole pool, the held prefix, a top-k list) == over the compacted
-mask, compiled, on random pool states."""
+over a listed mask (the whole pool, the held prefix, a top-k list; pages or blocks of 8
+pages) == over the compacted mask, compiled, on random pool states."""
 
 from __future__ import annotations
 
@@ -128,13 +128,17 @@ def test_listed_masks_equal_compacted_mask(seed) -> None:
     q = torch.randn(B, H, G, D, generator=gen)
     k = torch.randn(B, H, S * P, D, generator=gen)
     v = torch.randn(B, H, S * P, D, generator=gen)
-    for case in ("pool", "prefix", "topk", "chosen"):
-        visible = _visible(seed, B, H, S, P, prefix=case == "prefix")
-        if case == "pool":
-            blocks = pool_blocks(visible)
-        elif case == "prefix":
+    for case in ("pool", "prefix", "pool_wide", "prefix_wide", "topk", "chosen"):
+        visible = _visible(seed, B, H, S, P, prefix=case.startswith("prefix"))
+        # _wide: kernel blocks of 8 pages, which do not divide the 12 slots (the last block
+        # reaches past the pool: masked, never indexing past `visible`)
+        block_pages = 8 if case.endswith("_wide") else 1
+        if case.startswith("pool"):
+            blocks = pool_blocks(visible, None, block_pages)
+        elif case.startswith("prefix"):
             slots = torch.arange(1, S + 1)
-            blocks = pool_blocks(visible, torch.where(visible > 0, slots, 0).amax(-1))
+            blocks = pool_blocks(visible, torch.where(visible > 0, slots, 0).amax(-1),
+                                 block_pages)
         elif case == "chosen":  # a random subset of any size, listed by chosen_blocks
             chosen = torch.rand(B, H, S, generator=gen) < 0.5
             chosen[..., 0] = True
