@@ -9,27 +9,70 @@ current·P + length % P; then writes length[b] + 1 (one program per sequence, so
 program reads that length after it changes). A keep-all pool's slot is found here
 (KEEP_ALL: slots.next_keep_all_slot's rule), an evicting pool's comes in (choose_slot).
 Writes the torch body also makes, in the same dtypes: the key meets the summaries in their
-dtype (as summary_keys), K/V are cast to the pool's. Imported on first CUDA use only.
+dtype (as summary_keys), K/V are cast to the pool's. An 8-bit pool (QUANT) gets the token's
+codes and per-token scales, computed as cache/quant.quantize computes them with torchao:
+int8 scale = max|x| / 127 (at least SCALE_FLOOR), codes = round-half-even(x · (1 / scale))
+clamped to ±127; fp8 scale = max(max|x|, SCALE_FLOOR · 448) / 448, codes = x / scale
+clamped to ±448, rounded to nearest even; IEEE divisions (div_rn) as torch's. V's scale is
+stored as its log (libdevice's logf, as torch's). Imported on first CUDA use only.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 import triton
 import triton.language as tl
 
+from triton.language.extra import libdevice
+
 from raas_flex.cache.pool import FREE
+from raas_flex.cache.quant import FP8_MAX, INT8_MAX, SCALE_FLOOR
 
 _FREE = tl.constexpr(FREE)  # a kernel reads globals only as constexpr
+_INT8_MAX = tl.constexpr(float(INT8_MAX))
+_FP8_MAX = tl.constexpr(float(FP8_MAX))
+_SCALE_FLOOR = tl.constexpr(SCALE_FLOOR)
+_FP8_FLOOR = tl.constexpr(SCALE_FLOOR * FP8_MAX)
+_ROUNDER = tl.constexpr(12582912.0)  # 1.5 * 2^23: (y + it) - it rounds half to even
+PLAIN, INT8, FP8 = 0, 1, 2  # the kernel's QUANT: how the pool stores K/V
+_QUANT_OF = {torch.int8: INT8, torch.float8_e4m3fn: FP8}
+
+
+@triton.jit
+def _quantize(x, valid, QUANT: tl.constexpr):
+    """Rows x [BLOCK_H, BLOCK_D] fp32 (valid: the real entries) -> (codes in fp32, exact
+    in the 8-bit dtype, and the rows' scales [BLOCK_H]), as cache/quant.quantize."""
+    amax = tl.max(tl.where(valid, tl.abs(x), 0.0), axis=1)
+    if QUANT == 1:
+        scale = tl.maximum(tl.math.div_rn(amax, _INT8_MAX), _SCALE_FLOOR)
+        inv = tl.math.div_rn(tl.full(scale.shape, 1.0, tl.float32), scale)
+        y = x * inv[:, None]
+        y = (y + _ROUNDER) - _ROUNDER  # |y| <= 127.5: exact round-half-even in fp32
+        codes = tl.minimum(tl.maximum(y, -_INT8_MAX), _INT8_MAX)
+    else:
+        scale = tl.math.div_rn(tl.maximum(amax, _FP8_FLOOR), _FP8_MAX)
+        codes = tl.minimum(tl.maximum(tl.math.div_rn(x, scale[:, None]), -_FP8_MAX), _FP8_MAX)
+    return codes, scale
+
+
+@triton.jit
+def _log(x, INTERPRET: tl.constexpr):
+    """logf as torch's CUDA log (libdevice); numpy's under the interpreter."""
+    if INTERPRET:
+        return tl.log(x)
+    return libdevice.log(x)
 
 
 @triton.jit
 def _open_and_append_kernel(k_pool, v_pool, fill, timestamp, pinned, page_id, kmin, kmax,
                             current, overflow, length, slot_ptr, has_room_ptr, step, k_new,
-                            v_new, H, S, P, kp_sb, kp_sh, kp_sn, kp_sd, vp_sb, vp_sh, vp_sn,
-                            vp_sd, k_sb, k_sh, k_sd, v_sb, v_sh, v_sd, D: tl.constexpr,
-                            BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr,
-                            KEEP_ALL: tl.constexpr):
+                            v_new, k_scale, v_logscale, H, S, P, kp_sb, kp_sh, kp_sn, kp_sd,
+                            vp_sb, vp_sh, vp_sn, vp_sd, k_sb, k_sh, k_sd, v_sb, v_sh, v_sd,
+                            D: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr,
+                            KEEP_ALL: tl.constexpr, QUANT: tl.constexpr,
+                            INTERPRET: tl.constexpr):
     b = tl.program_id(0)
     n = tl.load(length + b)  # tokens before this one
     need = (n % P) == 0
@@ -71,10 +114,18 @@ def _open_and_append_kernel(k_pool, v_pool, fill, timestamp, pinned, page_id, km
     tl.store(kmax + summary, high.to(kmax.dtype.element_ty), mask=tile)
     token = (cur * P + n % P)[:, None]
     b64 = b.to(tl.int64)
+    if QUANT != 0:  # 8-bit pool: codes, and per-token scales ([B, H, S*P] contiguous)
+        k_codes, k_sc = _quantize(k.to(tl.float32), tile, QUANT)
+        v_codes, v_sc = _quantize(v.to(tl.float32), tile, QUANT)
+        scale_at = row * (S * P) + cur * P + n % P  # [BLOCK_H]
+        tl.store(k_scale + scale_at, k_sc, mask=heads)
+        tl.store(v_logscale + scale_at, _log(v_sc, INTERPRET), mask=heads)
+    else:
+        k_codes, v_codes = k, v
     tl.store(k_pool + b64 * kp_sb + h2 * kp_sh + token * kp_sn + d2 * kp_sd,
-             k.to(k_pool.dtype.element_ty), mask=tile)
+             k_codes.to(k_pool.dtype.element_ty), mask=tile)
     tl.store(v_pool + b64 * vp_sb + h2 * vp_sh + token * vp_sn + d2 * vp_sd,
-             v.to(v_pool.dtype.element_ty), mask=tile)
+             v_codes.to(v_pool.dtype.element_ty), mask=tile)
     tl.store(length + b, n + 1)
 
 
@@ -85,14 +136,20 @@ def open_and_append_token_cuda(k_pool: torch.Tensor, v_pool: torch.Tensor,
                                overflow: torch.Tensor, length: torch.Tensor,
                                slot: torch.Tensor | None, has_room: torch.Tensor | None,
                                step: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                               page_size: int) -> None:
+                               page_size: int, k_scale: torch.Tensor | None = None,
+                               v_logscale: torch.Tensor | None = None) -> None:
     """Launch B programs. Shapes as LayerCache (the metadata contiguous, as
     allocate_layer_cache makes it); slot, has_room [B, H], or None for a keep-all pool;
     k, v [B, H, 1, D], any strides (a fused QKV projection leaves k and v with different
-    ones)."""
+    ones); k_scale, v_logscale [B, H, S*P] for an 8-bit pool, else None."""
     B, H, S = fill.shape
     D = kmin.shape[-1]
+    quant = _QUANT_OF.get(k_pool.dtype, PLAIN)
+    if quant != PLAIN and (k_scale is None or v_logscale is None):
+        raise ValueError("open_and_append_token: an 8-bit pool needs its k_scale and "
+                         "v_logscale; pass the pool's.")
     metadata = (fill, timestamp, pinned, page_id, kmin, kmax, current)
+    metadata += (k_scale, v_logscale) if quant != PLAIN else ()
     if not all(t.is_contiguous() for t in metadata):
         raise ValueError("open_and_append_token: the pool's metadata must be contiguous; "
                          "allocate the pool with allocate_layer_cache.")
@@ -103,6 +160,8 @@ def open_and_append_token_cuda(k_pool: torch.Tensor, v_pool: torch.Tensor,
     _open_and_append_kernel[(B,)](
         k_pool, v_pool, fill, timestamp, pinned, page_id, kmin, kmax, current, overflow,
         length, current if keep_all else slot, current if keep_all else has_room, step, k, v,
+        k_scale if quant != PLAIN else kmin, v_logscale if quant != PLAIN else kmin,
         H, S, page_size, *k_pool.stride(), *v_pool.stride(), *k.stride(), *v.stride(),
         D=D, BLOCK_H=triton.next_power_of_2(H), BLOCK_D=triton.next_power_of_2(D),
-        KEEP_ALL=keep_all, num_warps=4 if H * D >= 2048 else 1)
+        KEEP_ALL=keep_all, QUANT=quant, INTERPRET=os.environ.get("TRITON_INTERPRET") == "1",
+        num_warps=4 if H * D >= 2048 else 1)
