@@ -13,14 +13,19 @@ dtype (as summary_keys), K/V are cast to the pool's. An 8-bit pool (QUANT) gets 
 codes and per-token scales, computed as cache/quant.quantize computes them with torchao:
 int8 scale = max|x| / 127 (at least SCALE_FLOOR), codes = round-half-even(x · (1 / scale))
 clamped to ±127; fp8 scale = max(max|x|, SCALE_FLOOR · 448) / 448, codes = x / scale
-clamped to ±448, rounded to nearest even; IEEE divisions (div_rn) as torch's. V's scale is
-stored as its log (libdevice's logf, as torch's). Imported on first CUDA use only.
+clamped to ±448, rounded to nearest even. Bit for bit as torch on the device it runs on:
+torch divides a tensor by a Python number as a multiply by the number's fp32 reciprocal on
+CUDA (ATen's div_true_kernel) but divides on the CPU, so the scale's division follows the
+device (the interpreter stands for the CPU); tensor-by-tensor divisions are IEEE (div_rn)
+on both; the rounding multiply is kept out of an FMA (rint on CUDA). V's scale is stored as
+its log (libdevice's logf, as torch's CUDA log). Imported on first CUDA use only.
 """
 
 from __future__ import annotations
 
 import os
 
+import numpy as np
 import torch
 import triton
 import triton.language as tl
@@ -35,24 +40,46 @@ _INT8_MAX = tl.constexpr(float(INT8_MAX))
 _FP8_MAX = tl.constexpr(float(FP8_MAX))
 _SCALE_FLOOR = tl.constexpr(SCALE_FLOOR)
 _FP8_FLOOR = tl.constexpr(SCALE_FLOOR * FP8_MAX)
+# fp32 reciprocals of the two divisors, as ATen computes them (1.0f / d)
+_INV_INT8_MAX = tl.constexpr(float(np.float32(1) / np.float32(INT8_MAX)))
+_INV_FP8_MAX = tl.constexpr(float(np.float32(1) / np.float32(FP8_MAX)))
 _ROUNDER = tl.constexpr(12582912.0)  # 1.5 * 2^23: (y + it) - it rounds half to even
 PLAIN, INT8, FP8 = 0, 1, 2  # the kernel's QUANT: how the pool stores K/V
 _QUANT_OF = {torch.int8: INT8, torch.float8_e4m3fn: FP8}
 
 
 @triton.jit
-def _quantize(x, valid, QUANT: tl.constexpr):
+def _over_number(x, d: tl.constexpr, inv_d: tl.constexpr, INTERPRET: tl.constexpr):
+    """x / d as torch computes a tensor over a Python number: times d's fp32 reciprocal on
+    CUDA, an IEEE division on the CPU (the interpreter)."""
+    if INTERPRET:
+        return tl.math.div_rn(x, d)
+    return x * inv_d
+
+
+@triton.jit
+def _round_half_even(y, INTERPRET: tl.constexpr):
+    """torch.round of fp32 y (|y| < 2^22). On CUDA rint; the interpreter has no libdevice,
+    and numpy never fuses the add into the multiply that made y, so the 1.5 · 2^23 trick is
+    exact there (on CUDA the compiler would fuse it into an FMA: another rounding)."""
+    if INTERPRET:
+        return (y + _ROUNDER) - _ROUNDER
+    return libdevice.rint(y)
+
+
+@triton.jit
+def _quantize(x, valid, QUANT: tl.constexpr, INTERPRET: tl.constexpr):
     """Rows x [BLOCK_H, BLOCK_D] fp32 (valid: the real entries) -> (codes in fp32, exact
     in the 8-bit dtype, and the rows' scales [BLOCK_H]), as cache/quant.quantize."""
     amax = tl.max(tl.where(valid, tl.abs(x), 0.0), axis=1)
     if QUANT == 1:
-        scale = tl.maximum(tl.math.div_rn(amax, _INT8_MAX), _SCALE_FLOOR)
-        inv = tl.math.div_rn(tl.full(scale.shape, 1.0, tl.float32), scale)
-        y = x * inv[:, None]
-        y = (y + _ROUNDER) - _ROUNDER  # |y| <= 127.5: exact round-half-even in fp32
+        scale = tl.maximum(_over_number(amax, _INT8_MAX, _INV_INT8_MAX, INTERPRET),
+                           _SCALE_FLOOR)
+        inv = tl.math.div_rn(tl.full(scale.shape, 1.0, tl.float32), scale)  # reciprocal
+        y = _round_half_even(x * inv[:, None], INTERPRET)
         codes = tl.minimum(tl.maximum(y, -_INT8_MAX), _INT8_MAX)
     else:
-        scale = tl.math.div_rn(tl.maximum(amax, _FP8_FLOOR), _FP8_MAX)
+        scale = _over_number(tl.maximum(amax, _FP8_FLOOR), _FP8_MAX, _INV_FP8_MAX, INTERPRET)
         codes = tl.minimum(tl.maximum(tl.math.div_rn(x, scale[:, None]), -_FP8_MAX), _FP8_MAX)
     return codes, scale
 
@@ -115,8 +142,8 @@ def _open_and_append_kernel(k_pool, v_pool, fill, timestamp, pinned, page_id, km
     token = (cur * P + n % P)[:, None]
     b64 = b.to(tl.int64)
     if QUANT != 0:  # 8-bit pool: codes, and per-token scales ([B, H, S*P] contiguous)
-        k_codes, k_sc = _quantize(k.to(tl.float32), tile, QUANT)
-        v_codes, v_sc = _quantize(v.to(tl.float32), tile, QUANT)
+        k_codes, k_sc = _quantize(k.to(tl.float32), tile, QUANT, INTERPRET)
+        v_codes, v_sc = _quantize(v.to(tl.float32), tile, QUANT, INTERPRET)
         scale_at = row * (S * P) + cur * P + n % P  # [BLOCK_H]
         tl.store(k_scale + scale_at, k_sc, mask=heads)
         tl.store(v_logscale + scale_at, _log(v_sc, INTERPRET), mask=heads)
