@@ -64,7 +64,8 @@ class RaaSConfig:
         measured default for the device (raas_flex/attention/kernel_options.py).
     kernel_block_pages: pages per FlexAttention kv block when an evicting policy's step
         lists its whole pool (wider blocks let the kernel read wider tiles); None means the
-        measured default for the device. Keep-all policies list single pages.
+        measured default for the device. The dense policy lists its held prefix in the same
+        blocks; the other keep-all policies list the single pages they select.
     """
 
     budget: int = 1024
