@@ -69,12 +69,15 @@ def policy_step(name: str, n: int, budget: int, page: int, batch: int,
 
 def attend_only(cache, batch: int, gen: torch.Generator, kv_dtype: str | None,
                 kernel_options: dict | None = None) -> Case:
-    """The step's attention alone, compiled: block mask from `visible` + flex (+ for a
-    quantized pool the in-kernel dequantization and the V-scale fold)."""
+    """The step's attention alone, compiled, in the step's layout (an evicting pool listed
+    whole in its kernel blocks, `visible` as the mask_mod) + flex (+ for a quantized pool
+    the in-kernel dequantization and the V-scale fold). The attend rows of
+    decode_latency_h200_quant24b predate this: they compacted `visible` into page blocks."""
     query = _randn(gen, batch, KV_HEADS, GROUP, HEAD_DIM)
     tokens = int(cache.visible.sum()) // (batch * KV_HEADS)
     if kernel_options is None:
-        return (lambda: _attend(query, cache, SCALE)), kv_bytes(batch, tokens, kv_dtype)
+        return (lambda: _attend(query, cache, SCALE, "flex", cache.every_slot)), kv_bytes(
+            batch, tokens, kv_dtype)
 
     def attend_with_options() -> torch.Tensor:
         # The options are the pool's, read while tracing; Dynamo guards on them, so they
@@ -82,7 +85,7 @@ def attend_only(cache, batch: int, gen: torch.Generator, kv_dtype: str | None,
         base = cache.kernel_options
         cache.kernel_options = {**(base or {}), **kernel_options}
         try:
-            return _attend(query, cache, SCALE)
+            return _attend(query, cache, SCALE, "flex", cache.every_slot)
         finally:
             cache.kernel_options = base
 
