@@ -75,9 +75,11 @@ def attend_only(cache, batch: int, gen: torch.Generator, kv_dtype: str | None,
     decode_latency_h200_quant24b predate this: they compacted `visible` into page blocks."""
     query = _randn(gen, batch, KV_HEADS, GROUP, HEAD_DIM)
     tokens = int(cache.visible.sum()) // (batch * KV_HEADS)
+    def attend() -> torch.Tensor:
+        return _attend(query, cache, SCALE, "flex", cache.every_slot)
+
     if kernel_options is None:
-        return (lambda: _attend(query, cache, SCALE, "flex", cache.every_slot)), kv_bytes(
-            batch, tokens, kv_dtype)
+        return attend, kv_bytes(batch, tokens, kv_dtype)
 
     def attend_with_options() -> torch.Tensor:
         # The options are the pool's, read while tracing; Dynamo guards on them, so they
@@ -85,7 +87,7 @@ def attend_only(cache, batch: int, gen: torch.Generator, kv_dtype: str | None,
         base = cache.kernel_options
         cache.kernel_options = {**(base or {}), **kernel_options}
         try:
-            return _attend(query, cache, SCALE, "flex", cache.every_slot)
+            return attend()
         finally:
             cache.kernel_options = base
 

@@ -23,10 +23,7 @@ def device_kernel_options(device: torch.device | str,
     HOPPER_DECODE_OPTIONS, everything else torch's defaults (None)."""
     if chosen is not None:
         return dict(chosen)  # flex may fill in defaults; the caller's dict stays as it was
-    device = torch.device(device)
-    if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] == 9:
-        return dict(HOPPER_DECODE_OPTIONS)
-    return None
+    return dict(HOPPER_DECODE_OPTIONS) if _is_hopper(device) else None
 
 
 # On the H200, flex alone over raas's 2k pool with 128-token kv blocks instead of 16-token
@@ -42,7 +39,10 @@ def device_block_pages(device: torch.device | str, page_size: int,
     elsewhere."""
     if chosen is not None:
         return chosen
+    return max(1, HOPPER_BLOCK_TOKENS // page_size) if _is_hopper(device) else 1
+
+
+def _is_hopper(device: torch.device | str) -> bool:
+    """Whether `device` is an sm90 GPU, the only kind these defaults were measured on."""
     device = torch.device(device)
-    if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] == 9:
-        return max(1, HOPPER_BLOCK_TOKENS // page_size)
-    return 1
+    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] == 9

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 
 from raas_flex.cache.quant import is_quantized, torchao_primitives
+from raas_flex.masks.decode import pool_blocks
 FREE = -1  # page_id of a slot that holds no page
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -119,13 +120,15 @@ def allocate_layer_cache(
         torchao_primitives()  # import torchao now, outside any compiled region
     if num_slots < 1:
         raise ValueError(f"num_slots={num_slots} must be >= 1.")
+    if kernel_block_pages < 1:
+        raise ValueError(f"kernel_block_pages={kernel_block_pages} must be >= 1.")
     shape = (batch, kv_heads, num_slots)
     tokens = num_slots * page_size
 
     def meta(dtype_: torch.dtype, value: float | int | bool) -> torch.Tensor:
         return torch.full(shape, value, dtype=dtype_, device=device)
 
-    return LayerCache(
+    cache = LayerCache(
         # Zero-filled, never uninitialised: masked-out slots still enter the kernel's
         # arithmetic and a stray NaN there would poison P·V.
         k=torch.zeros(batch, kv_heads, tokens, head_dim, dtype=store, device=device),
@@ -142,19 +145,10 @@ def allocate_layer_cache(
         overflow=torch.zeros((), dtype=torch.bool, device=device),
         page_size=page_size,
         kernel_options=kernel_options,
-        every_slot=_every_block(batch, kv_heads, num_slots, kernel_block_pages, device),
         k_scale=None if kv_dtype is None else torch.ones(batch, kv_heads, tokens, device=device),
         v_logscale=None if kv_dtype is None else torch.zeros(batch, kv_heads, tokens,
                                                              device=device),
     )
-
-
-def _every_block(batch: int, kv_heads: int, num_slots: int, block_pages: int,
-                 device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """The whole pool as a kernel block list of blocks `block_pages` pages wide."""
-    if block_pages < 1:
-        raise ValueError(f"kernel_block_pages={block_pages} must be >= 1.")
-    blocks = -(-num_slots // block_pages)
-    count = torch.full((batch, kv_heads, 1), blocks, dtype=torch.int32, device=device)
-    index = torch.arange(blocks, dtype=torch.int32, device=device)
-    return count, index.expand(batch, kv_heads, 1, blocks).contiguous(), block_pages
+    count, index, pages = pool_blocks(cache.visible, None, kernel_block_pages)
+    cache.every_slot = (count, index.contiguous(), pages)
+    return cache
