@@ -2,7 +2,7 @@
 
 python -m bench.latency.decode_levers [--out levers.json] [--skip-checks] [--profile]
 python -m bench.latency.decode_levers --peers rkv,raas [--peer-checks rkv] [--profile]
-    [--batch 32]
+    [--batch 32] [--kv-dtype int8]
 
 Checks first: for each policy changed by issue 15 (hsr, recycled, quest, raas) the compiled
 step against the eager step and a float64 reference, from one state, step by step (state
@@ -196,9 +196,9 @@ def rkv_scores_probe(n: int, bw: float, launch: float) -> None:
 
 
 def peers(names: list[str], checked: list[str], bw: float, launch: float,
-          do_profile: bool, batch: int = 1) -> None:
+          do_profile: bool, batch: int = 1, kv_dtype: str | None = None) -> None:
     """The named policies at N = 128k: checks (of `checked`, batch 1), then times beside
-    SDPA at `batch`."""
+    SDPA at `batch`, over pools of `kv_dtype` (None: bf16)."""
     n = 128 * K
     if "rkv" in names:
         rkv_scores_probe(n, bw, launch)
@@ -207,10 +207,10 @@ def peers(names: list[str], checked: list[str], bw: float, launch: float,
     gen = torch.Generator(device="cuda").manual_seed(0)
     timed("sdpa", *cases.sdpa_dense(n, batch, gen), bw, launch, N=n, batch=batch)
     for name in names:
-        (fn, nbytes), cache = cases.policy_step(name, n, 2048, 16, batch, gen)
-        timed(name, fn, nbytes, bw, launch, N=n, batch=batch)
+        (fn, nbytes), cache = cases.policy_step(name, n, 2048, 16, batch, gen, kv_dtype)
+        timed(name, fn, nbytes, bw, launch, N=n, batch=batch, kv_dtype=kv_dtype or "bf16")
         if do_profile:
-            profile(fn, f"{name} step N=128k B={batch}")
+            profile(fn, f"{name} step N=128k B={batch} {kv_dtype or 'bf16'}")
         del cache
         torch.cuda.empty_cache()
 
@@ -271,6 +271,7 @@ def main() -> None:
     parser.add_argument("--peers", default="", help="comma-separated policies: only these")
     parser.add_argument("--peer-checks", default="", help="of those, the ones to check")
     parser.add_argument("--batch", type=int, default=1, help="--peers' batch")
+    parser.add_argument("--kv-dtype", default=None, help="--peers' pool dtype (int8, ...)")
     args = parser.parse_args()
     OUT.append(args.out)
     import triton
@@ -282,7 +283,7 @@ def main() -> None:
          triton=triton.__version__, bandwidth_GBps=bw / 1e9, launch_us=launch * 1e3)
     if args.peers:
         peers(args.peers.split(","), [p for p in args.peer_checks.split(",") if p], bw,
-              launch, args.profile, args.batch)
+              launch, args.profile, args.batch, args.kv_dtype)
     else:
         levers(args, bw, launch, t0)
     with open(args.out, "w") as f:

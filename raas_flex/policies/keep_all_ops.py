@@ -52,30 +52,38 @@ def page_bound(q: torch.Tensor, cache: LayerCache, scale: float) -> torch.Tensor
     return quest_bound(q, cache.kmax, cache.kmin, cache.fill, scale, cache.softcap)
 
 
-@torch.library.custom_op("raas_flex::select_top_slots", mutates_args=())
-def select_top_slots(scores: torch.Tensor, page_id: torch.Tensor, held: torch.Tensor,
-                     k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """scores.top_slots: scores [B, H, S] float32, page_id [B, H, S] int64, held [B, H, S]
-    bool -> (chosen [B, H, S] bool, index [B, H, min(k, S)] int64). index lists the chosen
-    slots, then (when fewer than k are held) slots that hold nothing, which callers mask
-    (on CUDA one such slot, repeated)."""
-    return top_slots(scores, page_id, held, k)
+@torch.library.custom_op("raas_flex::select_top_slots_into", mutates_args=("chosen", "index"))
+def select_top_slots_into(scores: torch.Tensor, page_id: torch.Tensor, held: torch.Tensor,
+                          k: int, due: torch.Tensor, chosen: torch.Tensor,
+                          index: torch.Tensor) -> None:
+    """scores.top_slots written into chosen [B, H, S] bool and index [B, H, k] int64 when
+    the device flag `due` ([] bool) is set; both left as they are otherwise. scores
+    [B, H, S] float32, page_id [B, H, S] int64, held [B, H, S] bool, k <= S. index lists
+    the chosen slots first, then (fewer than k held) slots that hold nothing. Gated on the
+    device so that a policy that selects only on some steps (recycled) stays one
+    branch-free graph: on CUDA the kernels' programs return at once when `due` is 0."""
+    _top_slots_into(scores, page_id, held, k, due, chosen, index)
 
 
-@select_top_slots.register_fake
-def _(scores, page_id, held, k):
-    B, H, S = scores.shape
-    return (held.new_empty((B, H, S)),
-            page_id.new_empty((B, H, min(k, S)), dtype=torch.int64))
+def _top_slots_into(scores, page_id, held, k, due, chosen, index) -> None:
+    """select_top_slots_into by the torch rule: its body off CUDA and on CUDA for rows the
+    kernels do not hold (computed, then kept only where `due`)."""
+    new_chosen, new_index = top_slots(scores, page_id, held, k)
+    chosen.copy_(torch.where(due, new_chosen, chosen))
+    index.copy_(torch.where(due, new_index, index))
 
 
-@select_top_slots.register_kernel("cuda")
-def _(scores, page_id, held, k):
-    from raas_flex.policies.keep_all_triton import select_fits, select_top_slots_cuda
-    k = min(k, scores.shape[-1])
+@select_top_slots_into.register_fake
+def _(scores, page_id, held, k, due, chosen, index):
+    return None
+
+
+@select_top_slots_into.register_kernel("cuda")
+def _(scores, page_id, held, k, due, chosen, index):
+    from raas_flex.policies.keep_all_triton import select_fits, select_top_slots_into_cuda
     if not select_fits(scores.shape[-1], k):
-        return top_slots(scores, page_id, held, k)
-    return select_top_slots_cuda(scores, page_id, held, k)
+        return _top_slots_into(scores, page_id, held, k, due, chosen, index)
+    select_top_slots_into_cuda(scores, page_id, held, k, due, chosen, index)
 
 
 @torch.library.custom_op("raas_flex::quest_blocks", mutates_args=("visible",))

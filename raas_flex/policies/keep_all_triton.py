@@ -159,14 +159,18 @@ def _first_by_key(hi, lo, valid, k, RADIX: tl.constexpr):
 @triton.jit
 def _chunk_candidates_kernel(score_ptr, page_ptr, held_ptr, chosen_ptr, cand_hi_ptr,
                              cand_lo_ptr, cand_slot_ptr, spare_ptr, current_ptr, index_ptr,
-                             S, k, KC, index_stride,
-                             CHUNK: tl.constexpr, RADIX: tl.constexpr, QUEST: tl.constexpr):
+                             due_ptr, S, k, KC, index_stride, CHUNK: tl.constexpr,
+                             RADIX: tl.constexpr, QUEST: tl.constexpr, GATED: tl.constexpr):
     """Stage 1, one program per (row, chunk of CHUNK slots): the chunk's first min(k, held)
     slots, i.e. every slot that can be among the row's first k, as candidates [KC] (slot
     -1 pads); one slot that holds nothing (or -1) as the row's spare; chosen cleared.
     QUEST: held_ptr is the pool's fill (held = fill > 0), the current slot ranks first,
     chosen_ptr is the int32 `visible` (cleared to 0) and the index row's entries from k on
-    are zeroed (its first k are stage 2's)."""
+    are zeroed (its first k are stage 2's). GATED: nothing at all unless the device flag
+    *due_ptr is set."""
+    if GATED:
+        if tl.load(due_ptr) == 0:
+            return
     row = tl.program_id(0)
     chunk = tl.program_id(1)
     s = chunk * CHUNK + tl.arange(0, CHUNK)
@@ -198,12 +202,15 @@ def _chunk_candidates_kernel(score_ptr, page_ptr, held_ptr, chosen_ptr, cand_hi_
 
 @triton.jit
 def _merge_candidates_kernel(chosen_ptr, cand_hi_ptr, cand_lo_ptr, cand_slot_ptr,
-                             spare_ptr, index_ptr, fill_ptr, count_ptr, S, k, n_cand,
+                             spare_ptr, index_ptr, fill_ptr, count_ptr, due_ptr, S, k, n_cand,
                              n_chunks, index_stride, CB: tl.constexpr, NC: tl.constexpr,
-                             RADIX: tl.constexpr, QUEST: tl.constexpr):
-    """Stage 2, one program per row: the first k of the row's candidates are its chosen
-    slots; index lists them, then (fewer than k held) a spare slot repeated. QUEST: a
+                             RADIX: tl.constexpr, QUEST: tl.constexpr, GATED: tl.constexpr):
+    """Stage 2 by search, one program per row: the first k of the row's candidates are its
+    chosen slots; index lists them, then (fewer than k held) a spare slot repeated. QUEST: a
     chosen slot's visible is its fill, and the row's count is k."""
+    if GATED:
+        if tl.load(due_ptr) == 0:
+            return
     row = tl.program_id(0)
     c = tl.arange(0, CB)
     slot = tl.load(cand_slot_ptr + row * n_cand + c, mask=c < n_cand, other=-1)
@@ -227,6 +234,57 @@ def _merge_candidates_kernel(chosen_ptr, cand_hi_ptr, cand_lo_ptr, cand_slot_ptr
              mask=(tail >= need) & (tail < k))
 
 
+@triton.jit
+def _rank_candidates_kernel(chosen_ptr, cand_hi_ptr, cand_lo_ptr, cand_slot_ptr, spare_ptr,
+                            index_ptr, fill_ptr, count_ptr, due_ptr, S, k, n_cand, n_chunks,
+                            index_stride, RB: tl.constexpr, TB: tl.constexpr,
+                            TILES: tl.constexpr, NC: tl.constexpr, QUEST: tl.constexpr,
+                            GATED: tl.constexpr):
+    """Stage 2 by counting, one program per (row, RB candidates): a candidate's rank is the
+    number of the row's valid candidates with a larger (hi, lo) key (keys of valid
+    candidates are distinct), so the chosen ones are those ranked below k, and each is
+    written to index position = its rank (the list comes out in key order). n_cand² compares
+    per row, spread over n_cand / RB programs with no dependent passes, where
+    _merge_candidates_kernel ran 4-8 dependent histogram passes in one program per row.
+    Outputs as _merge_candidates_kernel's; each program pads its own RB index positions."""
+    if GATED:
+        if tl.load(due_ptr) == 0:
+            return
+    row = tl.program_id(0)
+    i = tl.program_id(1) * RB + tl.arange(0, RB)
+    slot = tl.load(cand_slot_ptr + row * n_cand + i, mask=i < n_cand, other=-1)
+    valid = slot >= 0
+    hi = tl.load(cand_hi_ptr + row * n_cand + i, mask=valid, other=0)
+    lo = tl.load(cand_lo_ptr + row * n_cand + i, mask=valid, other=0)
+    key = ((hi - 2147483648) << 32) + lo  # (hi, lo) order as one int64: lo < 2^32
+    rank = tl.zeros((RB,), tl.int32)
+    held = tl.zeros((TB,), tl.int32)
+    for tile in range(TILES):  # cdiv(n_cand, TB), a constant (the interpreter needs one)
+        j = tile * TB + tl.arange(0, TB)
+        other_slot = tl.load(cand_slot_ptr + row * n_cand + j, mask=j < n_cand, other=-1)
+        other_valid = other_slot >= 0
+        other_hi = tl.load(cand_hi_ptr + row * n_cand + j, mask=other_valid, other=0)
+        other_lo = tl.load(cand_lo_ptr + row * n_cand + j, mask=other_valid, other=0)
+        other = ((other_hi - 2147483648) << 32) + other_lo
+        above = other_valid[None, :] & (other[None, :] > key[:, None])  # [RB, TB]
+        rank += tl.sum(above.to(tl.int32), axis=1)
+        held += other_valid.to(tl.int32)
+    need = tl.minimum(tl.sum(held, axis=0), k)
+    first = valid & (rank < k)
+    if QUEST:
+        fill = tl.load(fill_ptr + row * S + slot, mask=first, other=0)
+        tl.store(chosen_ptr + row * S + slot, fill, mask=first)
+        tl.store(count_ptr + row, k, mask=tl.program_id(1) == 0)
+    else:
+        tl.store(chosen_ptr + row * S + slot, first, mask=first)
+    tl.store(index_ptr + row * index_stride + rank, slot, mask=first)
+    spares = tl.load(spare_ptr + row * n_chunks + tl.arange(0, NC),
+                     mask=tl.arange(0, NC) < n_chunks, other=-1)
+    spare = tl.max(spares, axis=0)
+    tl.store(index_ptr + row * index_stride + i, tl.full((RB,), 0, tl.int64) + spare,
+             mask=(i >= need) & (i < k))
+
+
 # Launch settings chosen by bench/latency/select_sweep.py on the H200 (S = 9,217 slots,
 # k = 128; bench/results/latency/select_sweep_h200.json): of 144 settings, each choosing
 # exactly torch's slots, radix search with 1,024-slot chunks, 8 and 16 warps was within 2 %
@@ -234,10 +292,16 @@ def _merge_candidates_kernel(chosen_ptr, cand_hi_ptr, cand_lo_ptr, cand_slot_ptr
 # with 4 and 4 warps took 39.6 / 53.3 us, torch.topk 79.3 / 136.8 us.
 SELECT_CHUNK = 1024  # slots per stage-1 program
 CHUNK_WARPS = 8  # stage 1's warps
-MERGE_WARPS = None  # stage 2's warps; None: 4 up to 512 candidates, 8 to 1,024, then 16
+MERGE_WARPS = None  # stage 2's warps by search; None: 4 up to 512 candidates, 8 to 1,024,
+#                     then 16
 MAX_CANDIDATES = 16384  # candidates per row stage 2 holds in registers
 RADIX_SEARCH = True  # the k-th key by 8-bit radix histograms (4 passes a word), not bit
 #                      pairs (16 passes)
+MERGE_BY_RANK = True  # stage 2 by counting each candidate's rank (_rank_candidates_kernel),
+#                       not by search in one program per row (issue 15, lever 25)
+RANK_BLOCK = 32  # candidates ranked per stage-2 program
+RANK_TILE = 128  # candidates compared against per loop iteration
+RANK_WARPS = 4
 
 
 def merge_warps_for(candidates: int) -> int:
@@ -254,16 +318,27 @@ def select_top_slots_cuda(scores: torch.Tensor, page_id: torch.Tensor, held: tor
                           k: int, chunk: int | None = None, chunk_warps: int | None = None,
                           merge_warps: int | None = None, radix: bool | None = None
                           ) -> tuple[torch.Tensor, torch.Tensor]:
-    """raas_flex::select_top_slots on CUDA where select_fits(S, k), k <= S; no host sync.
-    Stage 1 keeps each chunk's first min(k, held) slots, stage 2 the first k of those.
-    (chunk, the warps and radix, None for the module's settings, are for the benchmark's
-    sweep.)"""
+    """The two stages into new tensors where select_fits(S, k), k <= S: (chosen [B, H, S]
+    bool, index [B, H, k] int64) as scores.top_slots; no host sync. (chunk, the warps and
+    radix, None for the module's settings, are for bench/latency/select_sweep.py.)"""
     B, H, S = scores.shape
     chosen = torch.empty((B, H, S), dtype=torch.bool, device=scores.device)
     index = torch.empty((B, H, k), dtype=torch.int64, device=scores.device)
-    _select(scores, page_id, held, chosen, index, k, None, None,
+    _select(scores, page_id, held, chosen, index, k, None, None, None,
             chunk, chunk_warps, merge_warps, radix)
     return chosen, index
+
+
+def select_top_slots_into_cuda(scores: torch.Tensor, page_id: torch.Tensor,
+                               held: torch.Tensor, k: int, due: torch.Tensor,
+                               chosen: torch.Tensor, index: torch.Tensor) -> None:
+    """raas_flex::select_top_slots_into on CUDA where select_fits(S, k), k <= S: when the
+    device flag `due` ([] bool) is set, writes the select into chosen [B, H, S] bool and
+    index [B, H, k] int64; otherwise every program returns at once (two launches, no
+    reads)."""
+    if not (chosen.is_contiguous() and index.is_contiguous()):
+        raise ValueError("select_top_slots_into: chosen and index must be contiguous.")
+    _select(scores, page_id, held, chosen, index, k, None, None, due)
 
 
 def quest_blocks_cuda(scores: torch.Tensor, page_id: torch.Tensor, fill: torch.Tensor,
@@ -277,13 +352,14 @@ def quest_blocks_cuda(scores: torch.Tensor, page_id: torch.Tensor, fill: torch.T
                          "allocate the pool with allocate_layer_cache.")
     count = torch.empty((B, H, 1), dtype=torch.int32, device=scores.device)
     index = torch.empty((B, H, 1, S), dtype=torch.int32, device=scores.device)
-    _select(scores, page_id, fill, visible, index, k, current, count)
+    _select(scores, page_id, fill, visible, index, k, current, count, None)
     return count, index
 
 
-def _select(scores, page_id, held, chosen, index, k, current, count, chunk=None,
+def _select(scores, page_id, held, chosen, index, k, current, count, due, chunk=None,
             chunk_warps=None, merge_warps=None, radix=None) -> None:
-    """Launch both stages; `current` and `count` given: quest's form (quest_blocks_cuda)."""
+    """Launch both stages; `current` and `count` given: quest's form (quest_blocks_cuda);
+    `due` given: the gated form (select_top_slots_into_cuda)."""
     chunk = chunk or SELECT_CHUNK
     chunk_warps = chunk_warps or CHUNK_WARPS
     radix = RADIX_SEARCH if radix is None else radix
@@ -297,11 +373,23 @@ def _select(scores, page_id, held, chosen, index, k, current, count, chunk=None,
     index_stride = index.shape[-1]
     current = current if quest else spare  # unread unless quest
     count = count if quest else spare
+    gated = due is not None
+    due = due if gated else spare  # unread unless gated
     _chunk_candidates_kernel[(B * H, n_chunks)](
-        scores, page_id, held, chosen, cand[0], cand[1], cand[2], spare, current, index,
-        S, k, KC, index_stride, CHUNK=chunk, RADIX=radix, QUEST=quest, num_warps=chunk_warps)
-    CB = max(16, triton.next_power_of_2(n_chunks * KC))
+        scores, page_id, held, chosen, cand[0], cand[1], cand[2], spare, current, index, due,
+        S, k, KC, index_stride, CHUNK=chunk, RADIX=radix, QUEST=quest, GATED=gated,
+        num_warps=chunk_warps)
+    n_cand = n_chunks * KC
+    NC = max(16, triton.next_power_of_2(n_chunks))
+    if MERGE_BY_RANK:
+        _rank_candidates_kernel[(B * H, triton.cdiv(n_cand, RANK_BLOCK))](
+            chosen, cand[0], cand[1], cand[2], spare, index, held, count, due, S, k, n_cand,
+            n_chunks, index_stride, RB=RANK_BLOCK, TB=RANK_TILE,
+            TILES=triton.cdiv(n_cand, RANK_TILE), NC=NC, QUEST=quest,
+            GATED=gated, num_warps=RANK_WARPS)
+        return
+    CB = max(16, triton.next_power_of_2(n_cand))
     _merge_candidates_kernel[(B * H,)](
-        chosen, cand[0], cand[1], cand[2], spare, index, held, count, S, k, n_chunks * KC,
-        n_chunks, index_stride, CB=CB, NC=max(16, triton.next_power_of_2(n_chunks)),
-        RADIX=radix, QUEST=quest, num_warps=merge_warps or merge_warps_for(CB))
+        chosen, cand[0], cand[1], cand[2], spare, index, held, count, due, S, k, n_cand,
+        n_chunks, index_stride, CB=CB, NC=NC, RADIX=radix, QUEST=quest, GATED=gated,
+        num_warps=merge_warps or merge_warps_for(CB))

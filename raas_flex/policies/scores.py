@@ -134,13 +134,14 @@ def order_key(scores: torch.Tensor, page_id: torch.Tensor) -> torch.Tensor:
 def top_slots(scores: torch.Tensor, page_id: torch.Tensor, held: torch.Tensor,
               k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The k slots that rank first by (score desc, older page) among `held` ([B, H, S]
-    bool) ones: (chosen [B, H, S] bool, index [B, H, k] int64), by torch.topk (a select,
-    not a sort). Equals held & (rank_descending(scores', page_id) < k) where scores' is
-    scores with the slots that are not held at -inf. k is capped at S."""
+    bool) ones: (chosen [B, H, S] bool, index [B, H, k] int64), by torch.topk. Equals
+    held & (rank_descending(scores', page_id) < k) where scores' is scores with the slots
+    that are not held at -inf. k is capped at S. index lists the chosen slots first, in
+    rank order (as the CUDA select writes them), then slots that hold nothing."""
     k = min(k, scores.shape[-1])
     low = torch.iinfo(torch.int64).min
     key = torch.where(held, order_key(scores, page_id), low)
-    top = torch.topk(key, k, dim=-1, sorted=False)
+    top = torch.topk(key, k, dim=-1, sorted=True)
     # Held keys are distinct, so the chosen slots are exactly the held ones at or above the
     # k-th largest key: a compare that fuses into the caller's pointwise kernel, where a
     # scatter of the indices was a kernel of its own.

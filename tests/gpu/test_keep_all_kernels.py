@@ -2,15 +2,15 @@
 rules it replaces (scores.summary_bound, scores.top_slots): the Quest bound to float
 rounding, and exactly the same chosen slots, over ties in the score (then the older page
 decides), -0.0, +inf, rows with fewer held slots than k and rows longer than the kernel
-holds (too many candidates: the torch rule then runs on CUDA too). Skipped off CUDA (the
-kernels also run under TRITON_INTERPRET=1 on a CPU with Triton installed)."""
+holds (too many candidates: the torch rule then runs on CUDA too); the gated select writes
+nothing when it is not due. Skipped off CUDA."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from raas_flex.policies.keep_all_ops import quest_bound, select_top_slots
+from raas_flex.policies.keep_all_ops import quest_bound, select_top_slots_into
 from raas_flex.policies.scores import summary_bound, top_slots
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU check: needs CUDA")
@@ -56,20 +56,33 @@ def _case(seed: int, S: int, k: int, held_share: float, integer_scores: bool):
     (3, 17, 16, 0.3, False), (4, 1, 1, 1.0, True), (5, 4096, 4096, 0.9, True),
     (6, 2048, 300, 0.05, False), (7, 20000, 128, 0.9, True), (8, 20000, 1024, 0.9, False),
 ])
-@pytest.mark.parametrize("radix", [False, True])
-def test_select_kernel_chooses_as_torch_rule(seed, S, k, held_share, integer_scores, radix,
+@pytest.mark.parametrize("search", ["rank", "radix", "bit pairs"])
+def test_select_kernel_chooses_as_torch_rule(seed, S, k, held_share, integer_scores, search,
                                              monkeypatch):
     from raas_flex.policies import keep_all_triton  # Triton: CUDA runs only
-    monkeypatch.setattr(keep_all_triton, "RADIX_SEARCH", radix)  # either k-th key search
+    # stage 2 by rank counting (the default), or by either k-th key search
+    monkeypatch.setattr(keep_all_triton, "MERGE_BY_RANK", search == "rank")
+    monkeypatch.setattr(keep_all_triton, "RADIX_SEARCH", search != "bit pairs")
     scores, page_id, held, k = _case(seed, S, k, held_share, integer_scores)
+    k = min(k, S)
     if seed == 8:
         assert not keep_all_triton.select_fits(S, k)  # the torch rule runs: too many candidates
-    want, _ = top_slots(scores, page_id, held, k)
-    chosen, index = select_top_slots(scores, page_id, held, k)
+    want, want_index = top_slots(scores, page_id, held, k)
+    chosen = torch.ones_like(want)
+    index = torch.full_like(want_index, 5)
+    select_top_slots_into(scores, page_id, held, k, torch.tensor(False, device="cuda"),
+                          chosen, index)
+    assert bool(chosen.all()) and bool((index == 5).all()), "not due: nothing written"
+    select_top_slots_into(scores, page_id, held, k, torch.tensor(True, device="cuda"),
+                          chosen, index)
     assert torch.equal(chosen, want)
-    assert index.shape == (*scores.shape[:2], min(k, S))
-    # the list holds every chosen slot once; its other entries are slots that hold nothing
+    # the list holds every chosen slot once, first; its other entries hold nothing
+    n = chosen.sum(-1, keepdim=True)
+    first = torch.arange(k, device="cuda") < n
+    assert bool(torch.where(first, chosen.gather(-1, index), True).all())
+    assert not bool(torch.where(first, False, held.gather(-1, index)).any())
     times = torch.zeros(chosen.shape, dtype=torch.int64, device=chosen.device)
     times.scatter_add_(-1, index, torch.ones_like(index))
     assert torch.equal(times[chosen], torch.ones_like(times[chosen]))
-    assert not bool((times.bool() & ~chosen & held).any())
+    if search == "rank":  # written by rank: the chosen slots in torch's (sorted) order
+        assert torch.equal(torch.where(first, index, -1), torch.where(first, want_index, -1))

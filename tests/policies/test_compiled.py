@@ -11,6 +11,7 @@ from raas_flex import RaaSConfig
 from raas_flex.policies.hsr import BOUND, HSROptions
 from raas_flex.policies.lazy_eviction import LazyEvictionOptions
 from raas_flex.policies.lessismore import LessIsMoreOptions
+from raas_flex.policies.recycled import RecycledOptions
 from raas_flex.policies.rkv import RKVOptions
 from tests.policy_harness import (
     causal_positions, compiled_and_eager, fullgraph_step, make_sequence,
@@ -43,10 +44,12 @@ def test_compiled_hsr_step_matches_eager_without_recompiling() -> None:
     ("rkv", RKVOptions(buffer=16, window=4)),
     ("lazy_eviction", LazyEvictionOptions(window=16, alpha=0.02)),
     ("lessismore", LessIsMoreOptions()),
+    ("recycled", RecycledOptions(period=3, pages=1)),
 ])
 def test_compiled_reasoning_peer_step_matches_eager_in_one_graph(policy, options) -> None:
     """One fullgraph graph per policy over 40 steps: page opens, checkpoints that free
-    pages (rkv, lazy_eviction) and a selection that skips pages (lessismore)."""
+    pages (rkv, lazy_eviction), a selection that skips pages (lessismore) and one kept
+    between full steps with its block list (recycled)."""
     seq = make_sequence(7, batch=2, prompt_lengths=[30, 12], steps=40, key_scale=3.0)
     config = RaaSConfig(budget=64, page_size=16, policy=policy, options=options)
     fast, slow = compiled_and_eager(config, seq)

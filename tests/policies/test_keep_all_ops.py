@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from raas_flex.policies.keep_all_ops import quest_bound, select_top_slots
+from raas_flex.policies.keep_all_ops import quest_bound, select_top_slots_into
 from raas_flex.policies.scores import summary_bound, top_slots
 
 
@@ -27,7 +27,10 @@ def test_ops_pass_opcheck():
     q, kmax, kmin, fill, page_id = _inputs()
     torch.library.opcheck(quest_bound, (q, kmax, kmin, fill, 0.25, 30.0))
     scores = quest_bound(q, kmax, kmin, fill, 0.25, None)
-    torch.library.opcheck(select_top_slots, (scores, page_id, fill > 0, 4))
+    chosen, index = torch.zeros_like(fill, dtype=torch.bool), page_id.new_zeros((2, 2, 4))
+    for due in (True, False):
+        torch.library.opcheck(select_top_slots_into,
+                              (scores, page_id, fill > 0, 4, torch.tensor(due), chosen, index))
 
 
 def test_cpu_ops_are_the_torch_rules():
@@ -35,8 +38,13 @@ def test_cpu_ops_are_the_torch_rules():
     scores = quest_bound(q, kmax, kmin, fill, 0.25, 30.0)
     assert torch.equal(scores, summary_bound(q, kmax, kmin, fill, 0.25, 30.0))
     assert bool(torch.isneginf(scores[fill == 0]).all())
-    for k in (1, 4, 11, 20):  # k past S is capped at S
-        chosen, index = select_top_slots(scores, page_id, fill > 0, k)
+    for k in (1, 4, 11):
         want, want_index = top_slots(scores, page_id, fill > 0, k)
-        assert torch.equal(chosen, want)
-        assert index.shape == want_index.shape == (2, 2, min(k, 11))
+        chosen, index = torch.ones_like(want), torch.full_like(want_index, 7)
+        select_top_slots_into(scores, page_id, fill > 0, k, torch.tensor(False), chosen, index)
+        assert bool(chosen.all()) and bool((index == 7).all()), "not due: left as it was"
+        select_top_slots_into(scores, page_id, fill > 0, k, torch.tensor(True), chosen, index)
+        assert torch.equal(chosen, want) and torch.equal(index, want_index)
+        held = (fill > 0).sum(-1, keepdim=True)  # the chosen slots first, in rank order
+        first = torch.arange(k) < held
+        assert bool(torch.where(first, want.gather(-1, index), True).all())
