@@ -1,7 +1,7 @@
 """The keep-all policies' per-step selection as custom ops: Quest's bound over every page
 and the top-k slots by (score, older page).
 
-A keep-all policy (quest, recycled) ranks all S = N/P pages every step, so its selection is
+Quest ranks all S = N/P pages every step (recycled on its full steps), so its selection is
 the only O(N/P) work of its step and must run near bandwidth. Compiled, the bound was an
 Inductor reduction at ~3x its bytes and the top-k was torch's radix select (three
 gatherTopK launches of ~16 µs each whatever the row length, plus copies): 57 + 53 µs of a

@@ -1,21 +1,24 @@
-"""CUDA bodies of raas_flex::quest_bound and raas_flex::select_top_slots (keep_all_ops.py).
+"""CUDA bodies of the keep-all ops of keep_all_ops.py: the Quest bound and the top-k select.
 
 quest_bound: one program per (sequence·kv head, chunk of SLOTS pages) reads that chunk's
 summaries once (the model's dtype, widened to fp32) and reduces q⁺·kmax + q⁻·kmin over D
 for every query head of the group in registers (the bytes are the summaries: 2·D values
 per page and kv head, 4 B·D in bf16).
 
-select_top_slots, in two stages so that a row is spread over many programs: stage 1 keeps
-each 1,024-slot chunk's first min(k, held) slots as candidates (a row's first k are
-among them), stage 2 takes the first k of a row's candidates. Each finds its k-th largest
-key digit by digit: by default 8 bits per pass from a 256-bin histogram (4 passes a
-word); the older search, kept for comparison, builds it two bits per pass with the three
-candidate counts of a pass packed into one int64 reduction (16 passes). The key is
-scores.order_key split in two words: the score's monotone bits (hi), then the older page
-(lo), which only ties at the threshold need, so the passes over lo run only when such a
-tie exists. A scan compacts the chosen slots into the index list. (A first version held a
-whole row of 9,217 slots in one program: 90-130 µs per call on the H200, slower than
-torch.topk.)
+The select (raas_flex::quest_blocks, raas_flex::select_top_slots_into), in two stages so
+that a row is spread over many programs: stage 1 keeps each 1,024-slot chunk's first
+min(k, held) slots as candidates (a row's first k are among them), stage 2 takes the first
+k of a row's candidates. Stage 1 finds its k-th largest key digit by digit: by default 8
+bits per pass from a 256-bin histogram (4 passes a word); the older search, kept for
+comparison, builds it two bits per pass with the three candidate counts of a pass packed
+into one int64 reduction (16 passes). The key is scores.order_key split in two words: the
+score's monotone bits (hi), then the older page (lo), which only ties at the threshold
+need, so the passes over lo run only when such a tie exists; a scan compacts the chosen
+slots. Stage 2 by default counts each candidate's rank among the row's candidates over
+(row, 32 candidates) programs; the same search in one program per row is kept for
+comparison (12.6 us of quest's step at 128k on the H200, latency-bound: issue 15, lever 25).
+(A first version held a whole row of 9,217 slots in one program: 90-130 µs per call on the
+H200, slower than torch.topk.)
 Imported on first CUDA use only (no Triton on the CPU).
 """
 
