@@ -13,8 +13,8 @@ the pass is one custom op that always launches and takes the decision on the dev
 per query head when `full` is set, and -inf everywhere otherwise. On CUDA it is a Triton
 kernel (raas_flex.policies.gated_mass_triton) whose programs skip every key load when
 `full` is 0, so a recycled step costs O(S) writes instead of an O(N) pass; elsewhere it is
-plain torch (always computed, then discarded). Callers normalise over pages themselves
-(page_mass_from_log), which is O(S).
+plain torch (always computed, then discarded). The normalisation over pages
+(gated_page_mass_from_log, O(S)) is gated the same way.
 """
 
 from __future__ import annotations
@@ -118,8 +118,31 @@ def page_mass_from_log(log_mass: torch.Tensor) -> torch.Tensor:
     return torch.exp(log_mass - total).amax(2)
 
 
+@torch.library.custom_op("raas_flex::gated_page_mass_from_log", mutates_args=())
+def gated_page_mass_from_log(log_mass: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
+    """page_mass_from_log ([B, H, G, S] -> [B, H, S] float32) when `full` ([] bool) is
+    set; undefined otherwise. On CUDA one gated Triton program per (sequence, kv head)
+    that returns at once unless `full`, where Inductor ran four or five reductions and
+    pointwise kernels every step (~8 µs of a recycled step at 128k on the H200, issue 15,
+    lever 27); elsewhere plain torch, always computed."""
+    return page_mass_from_log(log_mass)
+
+
+@gated_page_mass_from_log.register_fake
+def _(log_mass, full):
+    B, H, _, S = log_mass.shape
+    return log_mass.new_empty((B, H, S))
+
+
+@gated_page_mass_from_log.register_kernel("cuda")
+def _(log_mass, full):
+    from raas_flex.policies.gated_mass_triton import gated_page_mass_cuda
+    return gated_page_mass_cuda(log_mass, full)
+
+
 def gated_page_mass(q: torch.Tensor, cache: LayerCache, scale: float,
                     full: torch.Tensor) -> torch.Tensor:
     """scores.page_mass over every held token when `full` ([] bool) is set; undefined
-    (NaN) otherwise, where the caller keeps what it stored. [B, H, S] float32."""
-    return page_mass_from_log(page_log_mass(q, cache.k, cache.fill, full, scale))
+    otherwise, when the caller reads none of it. [B, H, S] float32."""
+    log_mass = page_log_mass(q, cache.k, cache.fill, full, scale)
+    return gated_page_mass_from_log(log_mass, full)

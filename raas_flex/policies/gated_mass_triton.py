@@ -101,3 +101,52 @@ def page_log_mass_cuda(q: torch.Tensor, k: torch.Tensor, fill: torch.Tensor,
         HAS_CAP=softcap is not None, WANT_MAX=want_max,
         LOWP=k.dtype in (torch.bfloat16, torch.float16), num_warps=4)
     return out, top
+
+
+@triton.jit
+def _gated_page_mass_kernel(log_ptr, full_ptr, out_ptr, S, sl_b, sl_h, sl_g, so_b, so_h,
+                            H: tl.constexpr, G: tl.constexpr, GP: tl.constexpr,
+                            BLOCK: tl.constexpr, TILES: tl.constexpr):
+    """gated_mass.page_mass_from_log when the device flag *full_ptr is set, one program per
+    (sequence, kv head): an online log-sum-exp over the row's pages per query head, then
+    the pages' e^(log mass - lse), max over the group. Returns at once otherwise."""
+    if tl.load(full_ptr) == 0:
+        return
+    bh = tl.program_id(0)
+    b = bh // H
+    h = bh % H
+    g = tl.arange(0, GP)
+    rows = log_ptr + b * sl_b + h * sl_h + g[:, None] * sl_g  # [GP, 1]
+    top = tl.full((GP,), float("-inf"), tl.float32)
+    total = tl.zeros((GP,), tl.float32)
+    for tile in range(TILES):  # cdiv(S, BLOCK), a constant (the interpreter needs one)
+        s = tile * BLOCK + tl.arange(0, BLOCK)
+        x = tl.load(rows + s[None, :], mask=(g[:, None] < G) & (s[None, :] < S),
+                    other=float("-inf"))  # [GP, BLOCK]
+        new_top = tl.maximum(top, tl.max(x, axis=1))
+        safe = tl.where(new_top == float("-inf"), 0.0, new_top)
+        total = total * tl.exp(top - safe) + tl.sum(tl.exp(x - safe[:, None]), axis=1)
+        top = new_top
+    lse = top + tl.log(total)  # [GP]; -inf for a row with no held token
+    for tile in range(TILES):
+        s = tile * BLOCK + tl.arange(0, BLOCK)
+        x = tl.load(rows + s[None, :], mask=(g[:, None] < G) & (s[None, :] < S),
+                    other=float("-inf"))
+        mass = tl.where(g[:, None] < G, tl.exp(x - lse[:, None]), float("-inf"))
+        tl.store(out_ptr + b * so_b + h * so_h + s, tl.max(mass, axis=0), mask=s < S)
+
+
+def gated_page_mass_cuda(log_mass: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
+    """raas_flex::gated_page_mass_from_log on CUDA: log_mass [B, H, G, S] float32 ->
+    [B, H, S] float32, written only when `full` is set (else left uninitialised: its
+    caller reads it only then). No host sync."""
+    B, H, G, S = log_mass.shape
+    if log_mass.stride(-1) != 1:
+        raise ValueError("gated_page_mass_from_log needs log_mass contiguous in its last dim.")
+    out = torch.empty((B, H, S), dtype=torch.float32, device=log_mass.device)
+    block = min(1024, max(16, triton.next_power_of_2(S)))
+    _gated_page_mass_kernel[(B * H,)](
+        log_mass, full, out, S, log_mass.stride(0), log_mass.stride(1), log_mass.stride(2),
+        out.stride(0), out.stride(1), H=H, G=G, GP=max(2, triton.next_power_of_2(G)),
+        BLOCK=block, TILES=triton.cdiv(S, block), num_warps=8)
+    return out

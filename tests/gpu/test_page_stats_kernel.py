@@ -1,13 +1,15 @@
 """The Triton page statistics (policies/gated_mass_triton.py) against their torch bodies:
 lazy_eviction's page_logit_stats (log mass and max logit per page, softcap or not) and
-recycled's gated page_log_mass. Skipped off CUDA."""
+recycled's gated page_log_mass and its normalisation. Skipped off CUDA."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from raas_flex.policies.gated_mass import page_log_mass, page_logit_stats
+from raas_flex.policies.gated_mass import (
+    gated_page_mass_from_log, page_log_mass, page_logit_stats, page_mass_from_log,
+)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU check: needs CUDA")
 
@@ -38,3 +40,7 @@ def test_page_stats_equal_torch(seed, B, H, G, D, S, P, cap, dtype):
                           rtol=1e-5, atol=1e-4)
     idle = page_log_mass(q.cuda(), k.cuda(), fill.cuda(), (~full).cuda(), scale)
     assert bool(torch.isneginf(idle).all())
+    mass = gated_page_mass_from_log(gated.cuda(), full.cuda()).cpu()
+    want_mass = page_mass_from_log(plain)
+    held = (fill > 0).any(-1)  # rows with a held page: the others are NaN in both
+    assert torch.allclose(mass[held], want_mass[held], rtol=1e-5, atol=1e-7)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from raas_flex.cache import allocate_layer_cache, write_prompt
 from raas_flex.policies.gated_mass import (
-    gated_page_mass, held_page_mass, page_log_mass, page_max_weight,
+    gated_page_mass, gated_page_mass_from_log, held_page_mass, page_log_mass, page_max_weight,
 )
 from raas_flex.policies.periodic import held_token_mask
 from raas_flex.policies.scores import page_mass, token_weights
@@ -41,6 +41,14 @@ def test_full_step_mass_equals_page_mass(seed, B, H, G, T) -> None:
     skipped = page_log_mass(q, cache.k, cache.fill, torch.tensor(False), D ** -0.5)
     assert skipped.shape == (B, H, G, 6)
     assert bool(torch.isneginf(skipped).all())
+
+
+def test_gated_normalisation_is_a_well_formed_op() -> None:
+    log_mass = torch.randn(2, 3, 4, 7)
+    for full in (True, False):
+        torch.library.opcheck(gated_page_mass_from_log, (log_mass, torch.tensor(full)))
+    got = gated_page_mass_from_log(log_mass, torch.tensor(True))
+    assert torch.equal(got, torch.exp(log_mass - log_mass.logsumexp(-1, keepdim=True)).amax(2))
 
 
 @settings(max_examples=40, deadline=None)
