@@ -8,17 +8,16 @@ per page and kv head, 4 B·D in bf16).
 The select (raas_flex::quest_blocks, raas_flex::select_top_slots_into), in two stages so
 that a row is spread over many programs: stage 1 keeps each 1,024-slot chunk's first
 min(k, held) slots as candidates (a row's first k are among them), stage 2 takes the first
-k of a row's candidates. Stage 1 finds its k-th largest key digit by digit: by default 8
+k of a row's candidates. Each finds its k-th largest key digit by digit: by default 8
 bits per pass from a 256-bin histogram (4 passes a word); the older search, kept for
 comparison, builds it two bits per pass with the three candidate counts of a pass packed
 into one int64 reduction (16 passes). The key is scores.order_key split in two words: the
 score's monotone bits (hi), then the older page (lo), which only ties at the threshold
 need, so the passes over lo run only when such a tie exists; a scan compacts the chosen
-slots. Stage 2 by default counts each candidate's rank among the row's candidates over
-(row, 32 candidates) programs; the same search in one program per row is kept for
-comparison (12.6 us of quest's step at 128k on the H200, latency-bound: issue 15, lever 25).
-(A first version held a whole row of 9,217 slots in one program: 90-130 µs per call on the
-H200, slower than torch.topk.)
+slots. Stage 2 is one program per row (12.6 us of quest's step at 128k on the H200,
+latency-bound; ranking the candidates by counting, over many programs, was not faster in
+the step: issue 15, lever 25). (A first version held a whole row of 9,217 slots in one
+program: 90-130 µs per call on the H200, slower than torch.topk.)
 Imported on first CUDA use only (no Triton on the CPU).
 """
 
@@ -208,7 +207,7 @@ def _merge_candidates_kernel(chosen_ptr, cand_hi_ptr, cand_lo_ptr, cand_slot_ptr
                              spare_ptr, index_ptr, fill_ptr, count_ptr, due_ptr, S, k, n_cand,
                              n_chunks, index_stride, CB: tl.constexpr, NC: tl.constexpr,
                              RADIX: tl.constexpr, QUEST: tl.constexpr, GATED: tl.constexpr):
-    """Stage 2 by search, one program per row: the first k of the row's candidates are its
+    """Stage 2, one program per row: the first k of the row's candidates are its
     chosen slots; index lists them, then (fewer than k held) a spare slot repeated. QUEST: a
     chosen slot's visible is its fill, and the row's count is k."""
     if GATED:
@@ -237,57 +236,6 @@ def _merge_candidates_kernel(chosen_ptr, cand_hi_ptr, cand_lo_ptr, cand_slot_ptr
              mask=(tail >= need) & (tail < k))
 
 
-@triton.jit
-def _rank_candidates_kernel(chosen_ptr, cand_hi_ptr, cand_lo_ptr, cand_slot_ptr, spare_ptr,
-                            index_ptr, fill_ptr, count_ptr, due_ptr, S, k, n_cand, n_chunks,
-                            index_stride, RB: tl.constexpr, TB: tl.constexpr,
-                            TILES: tl.constexpr, NC: tl.constexpr, QUEST: tl.constexpr,
-                            GATED: tl.constexpr):
-    """Stage 2 by counting, one program per (row, RB candidates): a candidate's rank is the
-    number of the row's valid candidates with a larger (hi, lo) key (keys of valid
-    candidates are distinct), so the chosen ones are those ranked below k, and each is
-    written to index position = its rank (the list comes out in key order). n_cand² compares
-    per row, spread over n_cand / RB programs with no dependent passes, where
-    _merge_candidates_kernel ran 4-8 dependent histogram passes in one program per row.
-    Outputs as _merge_candidates_kernel's; each program pads its own RB index positions."""
-    if GATED:
-        if tl.load(due_ptr) == 0:
-            return
-    row = tl.program_id(0)
-    i = tl.program_id(1) * RB + tl.arange(0, RB)
-    slot = tl.load(cand_slot_ptr + row * n_cand + i, mask=i < n_cand, other=-1)
-    valid = slot >= 0
-    hi = tl.load(cand_hi_ptr + row * n_cand + i, mask=valid, other=0)
-    lo = tl.load(cand_lo_ptr + row * n_cand + i, mask=valid, other=0)
-    key = ((hi - 2147483648) << 32) + lo  # (hi, lo) order as one int64: lo < 2^32
-    rank = tl.zeros((RB,), tl.int32)
-    held = tl.zeros((TB,), tl.int32)
-    for tile in range(TILES):  # cdiv(n_cand, TB), a constant (the interpreter needs one)
-        j = tile * TB + tl.arange(0, TB)
-        other_slot = tl.load(cand_slot_ptr + row * n_cand + j, mask=j < n_cand, other=-1)
-        other_valid = other_slot >= 0
-        other_hi = tl.load(cand_hi_ptr + row * n_cand + j, mask=other_valid, other=0)
-        other_lo = tl.load(cand_lo_ptr + row * n_cand + j, mask=other_valid, other=0)
-        other = ((other_hi - 2147483648) << 32) + other_lo
-        above = other_valid[None, :] & (other[None, :] > key[:, None])  # [RB, TB]
-        rank += tl.sum(above.to(tl.int32), axis=1)
-        held += other_valid.to(tl.int32)
-    need = tl.minimum(tl.sum(held, axis=0), k)
-    first = valid & (rank < k)
-    if QUEST:
-        fill = tl.load(fill_ptr + row * S + slot, mask=first, other=0)
-        tl.store(chosen_ptr + row * S + slot, fill, mask=first)
-        tl.store(count_ptr + row, k, mask=tl.program_id(1) == 0)
-    else:
-        tl.store(chosen_ptr + row * S + slot, first, mask=first)
-    tl.store(index_ptr + row * index_stride + rank, slot, mask=first)
-    spares = tl.load(spare_ptr + row * n_chunks + tl.arange(0, NC),
-                     mask=tl.arange(0, NC) < n_chunks, other=-1)
-    spare = tl.max(spares, axis=0)
-    tl.store(index_ptr + row * index_stride + i, tl.full((RB,), 0, tl.int64) + spare,
-             mask=(i >= need) & (i < k))
-
-
 # Launch settings chosen by bench/latency/select_sweep.py on the H200 (S = 9,217 slots,
 # k = 128; bench/results/latency/select_sweep_h200.json): of 144 settings, each choosing
 # exactly torch's slots, radix search with 1,024-slot chunks, 8 and 16 warps was within 2 %
@@ -300,11 +248,6 @@ MERGE_WARPS = None  # stage 2's warps by search; None: 4 up to 512 candidates, 8
 MAX_CANDIDATES = 16384  # candidates per row stage 2 holds in registers
 RADIX_SEARCH = True  # the k-th key by 8-bit radix histograms (4 passes a word), not bit
 #                      pairs (16 passes)
-MERGE_BY_RANK = True  # stage 2 by counting each candidate's rank (_rank_candidates_kernel),
-#                       not by search in one program per row (issue 15, lever 25)
-RANK_BLOCK = 32  # candidates ranked per stage-2 program
-RANK_TILE = 128  # candidates compared against per loop iteration
-RANK_WARPS = 4
 
 
 def merge_warps_for(candidates: int) -> int:
@@ -383,16 +326,8 @@ def _select(scores, page_id, held, chosen, index, k, current, count, due, chunk=
         S, k, KC, index_stride, CHUNK=chunk, RADIX=radix, QUEST=quest, GATED=gated,
         num_warps=chunk_warps)
     n_cand = n_chunks * KC
-    NC = max(16, triton.next_power_of_2(n_chunks))
-    if MERGE_BY_RANK:
-        _rank_candidates_kernel[(B * H, triton.cdiv(n_cand, RANK_BLOCK))](
-            chosen, cand[0], cand[1], cand[2], spare, index, held, count, due, S, k, n_cand,
-            n_chunks, index_stride, RB=RANK_BLOCK, TB=RANK_TILE,
-            TILES=triton.cdiv(n_cand, RANK_TILE), NC=NC, QUEST=quest,
-            GATED=gated, num_warps=RANK_WARPS)
-        return
     CB = max(16, triton.next_power_of_2(n_cand))
     _merge_candidates_kernel[(B * H,)](
         chosen, cand[0], cand[1], cand[2], spare, index, held, count, due, S, k, n_cand,
-        n_chunks, index_stride, CB=CB, NC=NC, RADIX=radix, QUEST=quest, GATED=gated,
-        num_warps=merge_warps or merge_warps_for(CB))
+        n_chunks, index_stride, CB=CB, NC=max(16, triton.next_power_of_2(n_chunks)),
+        RADIX=radix, QUEST=quest, GATED=gated, num_warps=merge_warps or merge_warps_for(CB))
