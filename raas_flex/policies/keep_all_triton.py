@@ -207,9 +207,9 @@ def _merge_candidates_kernel(chosen_ptr, cand_hi_ptr, cand_lo_ptr, cand_slot_ptr
                              spare_ptr, index_ptr, fill_ptr, count_ptr, due_ptr, S, k, n_cand,
                              n_chunks, index_stride, CB: tl.constexpr, NC: tl.constexpr,
                              RADIX: tl.constexpr, QUEST: tl.constexpr, GATED: tl.constexpr):
-    """Stage 2, one program per row: the first k of the row's candidates are its
-    chosen slots; index lists them, then (fewer than k held) a spare slot repeated. QUEST: a
-    chosen slot's visible is its fill, and the row's count is k."""
+    """Stage 2, one program per row: the first k of the row's candidates are its chosen
+    slots; index lists them, then (fewer than k held) a spare slot repeated. QUEST: a
+    chosen slot's visible is its fill, and the row's count is k. GATED: as stage 1."""
     if GATED:
         if tl.load(due_ptr) == 0:
             return
@@ -243,8 +243,7 @@ def _merge_candidates_kernel(chosen_ptr, cand_hi_ptr, cand_lo_ptr, cand_slot_ptr
 # with 4 and 4 warps took 39.6 / 53.3 us, torch.topk 79.3 / 136.8 us.
 SELECT_CHUNK = 1024  # slots per stage-1 program
 CHUNK_WARPS = 8  # stage 1's warps
-MERGE_WARPS = None  # stage 2's warps by search; None: 4 up to 512 candidates, 8 to 1,024,
-#                     then 16
+MERGE_WARPS = None  # stage 2's warps; None: 4 up to 512 candidates, 8 to 1,024, then 16
 MAX_CANDIDATES = 16384  # candidates per row stage 2 holds in registers
 RADIX_SEARCH = True  # the k-th key by 8-bit radix histograms (4 passes a word), not bit
 #                      pairs (16 passes)
