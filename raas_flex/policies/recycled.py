@@ -74,7 +74,7 @@ class RecycledPolicy(Policy):
     def init_state(self, cache: LayerCache) -> None:
         state = cache.policy_state
         state[TOP] = torch.zeros_like(cache.fill, dtype=torch.bool)
-        B, H, S = cache.fill.shape
+        B, H = cache.current.shape
         state[TOP_INDEX] = cache.current.new_zeros((B, H, self.top_pages(cache)))
         state[FULL_CURRENT] = torch.zeros_like(cache.current)
         state[STEP] = torch.zeros((), dtype=torch.int64, device=cache.fill.device)
@@ -106,7 +106,7 @@ class RecycledPolicy(Policy):
         state = cache.policy_state
         full = self.is_full_step(cache)
         live = cache.fill > 0
-        k = self.top_pages(cache)
+        S, k = cache.num_slots, self.top_pages(cache)
         select_top_slots_into(scores, cache.page_id, live, k, full, state[TOP],
                               state[TOP_INDEX])
         state[FULL_CURRENT].copy_(torch.where(full, cache.current, state[FULL_CURRENT]))
@@ -118,10 +118,9 @@ class RecycledPolicy(Policy):
         kept = top.gather(-1, at_full[..., None])[..., 0]
         start = at_full + 1 - ((current == at_full) & ~kept).long()  # [B, H]
         listed_top = torch.clamp(at_full + 1, max=k)  # held pages at the full step, capped
-        slots = torch.arange(cache.num_slots, device=live.device)  # [S]
+        slots = torch.arange(S, device=live.device)  # [S]
         later = (slots >= start[..., None]) & (slots <= current[..., None])  # [B, H, S]
         chosen = live & (full | top | later)
-        S = cache.num_slots
         top_index = torch.nn.functional.pad(state[TOP_INDEX], (0, S - k))  # [B, H, S]
         recycled = torch.where(slots < listed_top[..., None], top_index,
                                start[..., None] + slots - listed_top[..., None])
