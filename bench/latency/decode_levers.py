@@ -3,6 +3,7 @@
 python -m bench.latency.decode_levers [--out levers.json] [--skip-checks] [--profile]
 python -m bench.latency.decode_levers --peers rkv,raas [--peer-checks rkv] [--profile]
     [--batch 32] [--kv-dtype int8]
+python -m bench.latency.decode_levers --variants quest,recycled,raas [--profile]
 
 Checks first: for each policy changed by issue 15 (hsr, recycled, quest, raas) the compiled
 step against the eager step and a float64 reference, from one state, step by step (state
@@ -13,6 +14,7 @@ N = 4k and 128k; and profiles the captured graphs (kernels per replay).
 With --peers, only the named policies at N = 128k, batch --batch: the compiled-vs-eager check
 over 200 steps (past a checkpoint of rkv and lazy_eviction) of those in --peer-checks, then
 SDPA and each policy's median and mean step, and its profile with --profile.
+With --variants, the named policies at N = 128k under each of VARIANTS, side by side.
 """
 
 from __future__ import annotations
@@ -215,6 +217,37 @@ def peers(names: list[str], checked: list[str], bw: float, launch: float,
         torch.cuda.empty_cache()
 
 
+def _set_variant(name: str) -> None:
+    """Module settings of one --variants row (read when the step runs, not when traced)."""
+    from raas_flex import triton_pdl
+    triton_pdl.ENABLED = name == "shipped"
+
+
+VARIANTS = ("shipped", "no_pdl")  # issue 15, lever 28: programmatic dependent launch
+
+
+def variants(names: list[str], bw: float, launch: float, do_profile: bool,
+             batch: int = 1) -> None:
+    """Each named policy at N = 128k timed under each of VARIANTS, side by side (same
+    state, same compiled step; only how the library's kernels launch changes), then
+    SDPA again. (Levers 29-31, measured the same way, changed the k-th key search and were
+    not kept: bench/NOTES.md.)"""
+    n = 128 * K
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    timed("sdpa", *cases.sdpa_dense(n, batch, gen), bw, launch, N=n, batch=batch)
+    for name in names:
+        (fn, nbytes), cache = cases.policy_step(name, n, 2048, 16, batch, gen)
+        for variant in VARIANTS + ("shipped",):
+            _set_variant(variant)
+            timed(f"{name}[{variant}]", fn, nbytes, bw, launch, N=n, batch=batch)
+            if do_profile:
+                profile(fn, f"{name}[{variant}] step N=128k B={batch}")
+        del cache
+        torch.cuda.empty_cache()
+    _set_variant("shipped")
+    timed("sdpa", *cases.sdpa_dense(n, batch, gen), bw, launch, N=n, batch=batch)
+
+
 def levers(args, bw: float, launch: float, t0: float) -> None:
     """The issue-15 plan (module docstring)."""
     if not args.skip_checks:
@@ -272,6 +305,8 @@ def main() -> None:
     parser.add_argument("--peer-checks", default="", help="of those, the ones to check")
     parser.add_argument("--batch", type=int, default=1, help="--peers' batch")
     parser.add_argument("--kv-dtype", default=None, help="--peers' pool dtype (int8, ...)")
+    parser.add_argument("--variants", default="",
+                        help="comma-separated policies: each under VARIANTS (after --peers)")
     args = parser.parse_args()
     OUT.append(args.out)
     import triton
@@ -284,7 +319,9 @@ def main() -> None:
     if args.peers:
         peers(args.peers.split(","), [p for p in args.peer_checks.split(",") if p], bw,
               launch, args.profile, args.batch, args.kv_dtype)
-    else:
+    if args.variants:
+        variants(args.variants.split(","), bw, launch, args.profile, args.batch)
+    if not (args.peers or args.variants):
         levers(args, bw, launch, t0)
     with open(args.out, "w") as f:
         json.dump(dict(rows=ROWS, wall_s=time.time() - t0,

@@ -28,6 +28,7 @@ import triton
 import triton.language as tl
 
 from raas_flex.policies.triton_logits import softcap
+from raas_flex.triton_pdl import launches_with_pdl, wait_for_prior_grid
 
 # quest_bound's launch: 8 pages per program (an [8, D] tile of each summary), one warp; of
 # 20 settings timed by bench/latency/bound_sweep.py on the H200 (bound_sweep_h200.json), the
@@ -42,7 +43,9 @@ BOUND_WARPS = 1
 def _quest_bound_kernel(q_ptr, kmax_ptr, kmin_ptr, fill_ptr, out_ptr, S, scale, cap,
                         sq_b, sq_h, sq_g, sk_b, sk_h, sk_s, sf_b, sf_h, so_b, so_h,
                         H: tl.constexpr, G: tl.constexpr, D: tl.constexpr,
-                        DP: tl.constexpr, SLOTS: tl.constexpr, HAS_CAP: tl.constexpr):
+                        DP: tl.constexpr, SLOTS: tl.constexpr, HAS_CAP: tl.constexpr,
+                        PDL: tl.constexpr):
+    wait_for_prior_grid(PDL)
     bh = tl.program_id(0)
     b = bh // H
     h = bh % H
@@ -79,13 +82,15 @@ def quest_bound_cuda(q: torch.Tensor, kmax: torch.Tensor, kmin: torch.Tensor,
                          "dim and kmax, kmin laid out alike; pass the pool tensors as allocated.")
     out = torch.empty((B, H, S), dtype=torch.float32, device=q.device)
     grid = (B * H, triton.cdiv(S, slots))
+    pdl = launches_with_pdl(q.device)
     _quest_bound_kernel[grid](
         q, kmax, kmin, fill, out, S, float(scale),
         float(softcap) if softcap is not None else 1.0,
         q.stride(0), q.stride(1), q.stride(2), kmax.stride(0), kmax.stride(1), kmax.stride(2),
         fill.stride(0), fill.stride(1), out.stride(0), out.stride(1),
         H=H, G=G, D=D, DP=triton.next_power_of_2(D), SLOTS=slots,
-        HAS_CAP=softcap is not None, num_warps=warps or BOUND_WARPS)
+        HAS_CAP=softcap is not None, PDL=pdl, num_warps=warps or BOUND_WARPS,
+        launch_pdl=pdl)
     return out
 
 
@@ -151,9 +156,11 @@ def _first_by_key(hi, lo, valid, k, RADIX: tl.constexpr):
     t_hi = _kth(hi, valid, tl.maximum(need, 1), RADIX)
     above = valid & (hi > t_hi)
     tie = valid & (hi == t_hi)
-    rest = need - tl.sum(above.to(tl.int32), axis=0)  # >= 1 ties to take when need >= 1
+    counts = tl.sum(above.to(tl.int64) + (tie.to(tl.int64) << 32), axis=0)  # one reduction
+    n_tie = counts >> 32
+    rest = need - (counts - (n_tie << 32)).to(tl.int32)  # >= 1 ties to take when need >= 1
     t_lo = tl.sum(tl.zeros_like(lo), axis=0)
-    if rest < tl.sum(tie.to(tl.int32), axis=0):  # a tie at the threshold: older pages first
+    if rest < n_tie:  # a tie at the threshold: older pages first
         t_lo = _kth(lo, tie, rest, RADIX)
     return (above | (tie & (lo >= t_lo))) & (need > 0), need
 
@@ -162,7 +169,8 @@ def _first_by_key(hi, lo, valid, k, RADIX: tl.constexpr):
 def _chunk_candidates_kernel(score_ptr, page_ptr, held_ptr, chosen_ptr, cand_hi_ptr,
                              cand_lo_ptr, cand_slot_ptr, spare_ptr, current_ptr, index_ptr,
                              due_ptr, S, k, KC, index_stride, CHUNK: tl.constexpr,
-                             RADIX: tl.constexpr, QUEST: tl.constexpr, GATED: tl.constexpr):
+                             RADIX: tl.constexpr, QUEST: tl.constexpr, GATED: tl.constexpr,
+                             PDL: tl.constexpr):
     """Stage 1, one program per (row, chunk of CHUNK slots): the chunk's first min(k, held)
     slots, i.e. every slot that can be among the row's first k, as candidates [KC] (slot
     -1 pads); one slot that holds nothing (or -1) as the row's spare; chosen cleared.
@@ -170,6 +178,7 @@ def _chunk_candidates_kernel(score_ptr, page_ptr, held_ptr, chosen_ptr, cand_hi_
     chosen_ptr is the int32 `visible` (cleared to 0) and the index row's entries from k on
     are zeroed (its first k are stage 2's). GATED: nothing at all unless the device flag
     *due_ptr is set."""
+    wait_for_prior_grid(PDL)
     if GATED:
         if tl.load(due_ptr) == 0:
             return
@@ -206,30 +215,35 @@ def _chunk_candidates_kernel(score_ptr, page_ptr, held_ptr, chosen_ptr, cand_hi_
 def _merge_candidates_kernel(chosen_ptr, cand_hi_ptr, cand_lo_ptr, cand_slot_ptr,
                              spare_ptr, index_ptr, fill_ptr, count_ptr, due_ptr, S, k, n_cand,
                              n_chunks, index_stride, CB: tl.constexpr, NC: tl.constexpr,
-                             RADIX: tl.constexpr, QUEST: tl.constexpr, GATED: tl.constexpr):
+                             RADIX: tl.constexpr, QUEST: tl.constexpr, GATED: tl.constexpr,
+                             PDL: tl.constexpr):
     """Stage 2, one program per row: the first k of the row's candidates are its chosen
     slots; index lists them, then (fewer than k held) a spare slot repeated. QUEST: a
     chosen slot's visible is its fill, and the row's count is k. GATED: as stage 1."""
+    wait_for_prior_grid(PDL)
     if GATED:
         if tl.load(due_ptr) == 0:
             return
     row = tl.program_id(0)
     c = tl.arange(0, CB)
+    # Every load is issued before the search (a pad's words are stale and never used): one
+    # round trip to memory on the program's critical path, not three.
     slot = tl.load(cand_slot_ptr + row * n_cand + c, mask=c < n_cand, other=-1)
+    hi = tl.load(cand_hi_ptr + row * n_cand + c, mask=c < n_cand, other=0)
+    lo = tl.load(cand_lo_ptr + row * n_cand + c, mask=c < n_cand, other=0)
+    spares = tl.load(spare_ptr + row * n_chunks + tl.arange(0, NC),
+                     mask=tl.arange(0, NC) < n_chunks, other=-1)
     valid = slot >= 0
-    hi = tl.load(cand_hi_ptr + row * n_cand + c, mask=valid, other=0)
-    lo = tl.load(cand_lo_ptr + row * n_cand + c, mask=valid, other=0)
+    if QUEST:
+        fill = tl.load(fill_ptr + row * S + slot, mask=valid, other=0)
     first, need = _first_by_key(hi, lo, valid, k, RADIX)
     if QUEST:
-        fill = tl.load(fill_ptr + row * S + slot, mask=first, other=0)
         tl.store(chosen_ptr + row * S + slot, fill, mask=first)
         tl.store(count_ptr + row, k)
     else:
         tl.store(chosen_ptr + row * S + slot, first, mask=first)
     dest = tl.cumsum(first.to(tl.int32), axis=0) - 1
     tl.store(index_ptr + row * index_stride + dest, slot, mask=first)
-    spares = tl.load(spare_ptr + row * n_chunks + tl.arange(0, NC),
-                     mask=tl.arange(0, NC) < n_chunks, other=-1)
     spare = tl.max(spares, axis=0)
     tail = tl.arange(0, CB)
     tl.store(index_ptr + row * index_stride + tail, tl.full((CB,), 0, tl.int64) + spare,
@@ -320,13 +334,17 @@ def _select(scores, page_id, held, chosen, index, k, current, count, due, chunk=
     count = count if quest else spare
     gated = due is not None
     due = due if gated else spare  # unread unless gated
+    # Gated (recycled's 9 cheap steps in 10), the programs return at once and PDL cost
+    # recycled's step 5 µs on the H200 (issue 15, lever 28): ordinary launches there.
+    pdl = launches_with_pdl(scores.device) and not gated
     _chunk_candidates_kernel[(B * H, n_chunks)](
         scores, page_id, held, chosen, cand[0], cand[1], cand[2], spare, current, index, due,
-        S, k, KC, index_stride, CHUNK=chunk, RADIX=radix, QUEST=quest, GATED=gated,
-        num_warps=chunk_warps)
+        S, k, KC, index_stride, CHUNK=chunk, RADIX=radix, QUEST=quest, GATED=gated, PDL=pdl,
+        num_warps=chunk_warps, launch_pdl=pdl)
     n_cand = n_chunks * KC
     CB = max(16, triton.next_power_of_2(n_cand))
     _merge_candidates_kernel[(B * H,)](
         chosen, cand[0], cand[1], cand[2], spare, index, held, count, due, S, k, n_cand,
         n_chunks, index_stride, CB=CB, NC=max(16, triton.next_power_of_2(n_chunks)),
-        RADIX=radix, QUEST=quest, GATED=gated, num_warps=merge_warps or merge_warps_for(CB))
+        RADIX=radix, QUEST=quest, GATED=gated, PDL=pdl,
+        num_warps=merge_warps or merge_warps_for(CB), launch_pdl=pdl)

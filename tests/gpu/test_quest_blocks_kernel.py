@@ -2,8 +2,8 @@
 torch body (keep_all_ops.quest_blocks_torch): the same `visible`, count, and block list (the
 chosen slots, in any order, then slots that hold nothing, then zeros), over ties in the
 bound (the older page decides), the current page with a low bound, rows with fewer held
-pages than k and 9,217-slot rows. Runs on CUDA, or on the CPU under TRITON_INTERPRET=1 with
-Triton installed; skipped otherwise."""
+pages than k, 9,217-slot rows and bounds a binade or two wide, as Quest's. Runs on CUDA,
+or on the CPU under TRITON_INTERPRET=1 with Triton installed; skipped otherwise."""
 
 from __future__ import annotations
 
@@ -16,15 +16,18 @@ from tests.gpu.kernel_device import DEVICE, needs_kernel_device
 pytestmark = needs_kernel_device
 
 
-@pytest.mark.parametrize("seed,B,H,S,k,held_share,integer_scores", [
-    (0, 1, 8, 9217, 128, 0.999, False), (1, 2, 3, 9217, 128, 0.9, True),
-    (2, 2, 2, 130, 8, 0.5, True), (3, 3, 1, 17, 16, 0.3, False), (4, 1, 2, 40, 40, 1.0, True),
+@pytest.mark.parametrize("seed,B,H,S,k,held_share,kind", [
+    (0, 1, 8, 9217, 128, 0.999, "normal"), (1, 2, 3, 9217, 128, 0.9, "integer"),
+    (2, 2, 2, 130, 8, 0.5, "integer"), (3, 3, 1, 17, 16, 0.3, "normal"),
+    (4, 1, 2, 40, 40, 1.0, "integer"), (5, 1, 4, 3000, 128, 0.95, "bounds"),
 ])
-def test_kernel_selects_as_torch_rule(seed, B, H, S, k, held_share, integer_scores):
+def test_kernel_selects_as_torch_rule(seed, B, H, S, k, held_share, kind):
     from raas_flex.policies.keep_all_triton import quest_blocks_cuda
     gen = torch.Generator().manual_seed(seed)
-    scores = (torch.randint(-3, 4, (B, H, S), generator=gen).float() if integer_scores
-              else torch.randn(B, H, S, generator=gen))
+    scores = {"integer": lambda: torch.randint(-3, 4, (B, H, S), generator=gen).float(),
+              "normal": lambda: torch.randn(B, H, S, generator=gen),
+              # like Quest's bounds: a binade or two wide
+              "bounds": lambda: 16 + 2 * torch.randn(B, H, S, generator=gen)}[kind]()
     held = torch.rand(B, H, S, generator=gen) < held_share
     fill = torch.where(held, torch.randint(1, 17, (B, H, S), generator=gen), 0).int()
     page_id = torch.stack([torch.randperm(4 * S, generator=gen)[:S] for _ in range(B * H)])
