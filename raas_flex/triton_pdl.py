@@ -30,6 +30,13 @@ def launches_with_pdl(device: torch.device) -> bool:
             and torch.cuda.get_device_capability(device)[0] >= 9)
 
 
+def pdl_options(device: torch.device, allowed: bool = True) -> dict[str, bool]:
+    """A launch's two PDL settings, which must agree: the kernel's PDL constexpr (its
+    wait_for_prior_grid) and Triton's launch_pdl. `allowed` False: an ordinary launch."""
+    on = allowed and launches_with_pdl(device)
+    return {"PDL": on, "launch_pdl": on}
+
+
 @triton.jit
 def wait_for_prior_grid(PDL: tl.constexpr):
     """With PDL: wait until the previous kernel in the stream has finished (its writes

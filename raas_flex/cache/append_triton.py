@@ -34,7 +34,7 @@ from triton.language.extra import libdevice
 
 from raas_flex.cache.pool import FREE
 from raas_flex.cache.quant import FP8_MAX, INT8_MAX, SCALE_FLOOR
-from raas_flex.triton_pdl import launches_with_pdl, wait_for_prior_grid
+from raas_flex.triton_pdl import pdl_options, wait_for_prior_grid
 
 _FREE = tl.constexpr(FREE)  # a kernel reads globals only as constexpr
 _INT8_MAX = tl.constexpr(float(INT8_MAX))
@@ -186,7 +186,6 @@ def open_and_append_token_cuda(k_pool: torch.Tensor, v_pool: torch.Tensor,
     if not keep_all:
         slot, has_room = slot.to(torch.int64).contiguous(), has_room.contiguous()
     k, v = k[:, :, 0], v[:, :, 0]
-    pdl = launches_with_pdl(k_pool.device)
     _open_and_append_kernel[(B,)](
         k_pool, v_pool, fill, timestamp, pinned, page_id, kmin, kmax, current, overflow,
         length, current if keep_all else slot, current if keep_all else has_room, step, k, v,
@@ -194,4 +193,4 @@ def open_and_append_token_cuda(k_pool: torch.Tensor, v_pool: torch.Tensor,
         H, S, page_size, *k_pool.stride(), *v_pool.stride(), *k.stride(), *v.stride(),
         D=D, BLOCK_H=triton.next_power_of_2(H), BLOCK_D=triton.next_power_of_2(D),
         KEEP_ALL=keep_all, QUANT=quant, INTERPRET=os.environ.get("TRITON_INTERPRET") == "1",
-        PDL=pdl, num_warps=4 if H * D >= 2048 else 1, launch_pdl=pdl)
+        num_warps=4 if H * D >= 2048 else 1, **pdl_options(k_pool.device))

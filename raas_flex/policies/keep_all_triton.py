@@ -28,7 +28,7 @@ import triton
 import triton.language as tl
 
 from raas_flex.policies.triton_logits import softcap
-from raas_flex.triton_pdl import launches_with_pdl, wait_for_prior_grid
+from raas_flex.triton_pdl import pdl_options, wait_for_prior_grid
 
 # quest_bound's launch: 8 pages per program (an [8, D] tile of each summary), one warp; of
 # 20 settings timed by bench/latency/bound_sweep.py on the H200 (bound_sweep_h200.json), the
@@ -82,15 +82,13 @@ def quest_bound_cuda(q: torch.Tensor, kmax: torch.Tensor, kmin: torch.Tensor,
                          "dim and kmax, kmin laid out alike; pass the pool tensors as allocated.")
     out = torch.empty((B, H, S), dtype=torch.float32, device=q.device)
     grid = (B * H, triton.cdiv(S, slots))
-    pdl = launches_with_pdl(q.device)
     _quest_bound_kernel[grid](
         q, kmax, kmin, fill, out, S, float(scale),
         float(softcap) if softcap is not None else 1.0,
         q.stride(0), q.stride(1), q.stride(2), kmax.stride(0), kmax.stride(1), kmax.stride(2),
         fill.stride(0), fill.stride(1), out.stride(0), out.stride(1),
         H=H, G=G, D=D, DP=triton.next_power_of_2(D), SLOTS=slots,
-        HAS_CAP=softcap is not None, PDL=pdl, num_warps=warps or BOUND_WARPS,
-        launch_pdl=pdl)
+        HAS_CAP=softcap is not None, num_warps=warps or BOUND_WARPS, **pdl_options(q.device))
     return out
 
 
@@ -336,15 +334,15 @@ def _select(scores, page_id, held, chosen, index, k, current, count, due, chunk=
     due = due if gated else spare  # unread unless gated
     # Gated (recycled's 9 cheap steps in 10), the programs return at once and PDL cost
     # recycled's step 5 µs on the H200 (issue 15, lever 28): ordinary launches there.
-    pdl = launches_with_pdl(scores.device) and not gated
+    pdl = pdl_options(scores.device, allowed=not gated)
     _chunk_candidates_kernel[(B * H, n_chunks)](
         scores, page_id, held, chosen, cand[0], cand[1], cand[2], spare, current, index, due,
-        S, k, KC, index_stride, CHUNK=chunk, RADIX=radix, QUEST=quest, GATED=gated, PDL=pdl,
-        num_warps=chunk_warps, launch_pdl=pdl)
+        S, k, KC, index_stride, CHUNK=chunk, RADIX=radix, QUEST=quest, GATED=gated,
+        num_warps=chunk_warps, **pdl)
     n_cand = n_chunks * KC
     CB = max(16, triton.next_power_of_2(n_cand))
     _merge_candidates_kernel[(B * H,)](
         chosen, cand[0], cand[1], cand[2], spare, index, held, count, due, S, k, n_cand,
         n_chunks, index_stride, CB=CB, NC=max(16, triton.next_power_of_2(n_chunks)),
-        RADIX=radix, QUEST=quest, GATED=gated, PDL=pdl,
-        num_warps=merge_warps or merge_warps_for(CB), launch_pdl=pdl)
+        RADIX=radix, QUEST=quest, GATED=gated, num_warps=merge_warps or merge_warps_for(CB),
+        **pdl)
