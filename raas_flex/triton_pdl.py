@@ -9,7 +9,9 @@ has finished and its writes are visible, so only the launch overlaps, never the 
 The invariant every kernel here keeps: its first statement is `wait_for_prior_grid`, which
 waits and only then lets the next kernel launch. So a kernel never reads or writes before
 everything earlier in the stream has finished, and the next kernel never starts before this
-one has passed its own wait (issue 15, lever 28). Imported on first CUDA use only.
+one has passed its own wait (issue 15, lever 28). quest's CUDA C++ select
+(quest_select.cu, launched by cuda_rtc.Kernel) keeps the same invariant. Imported on first
+CUDA use only.
 """
 
 from __future__ import annotations

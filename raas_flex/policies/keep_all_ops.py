@@ -5,10 +5,11 @@ Quest ranks all S = N/P pages every step (recycled on its full steps), so its se
 the only O(N/P) work of its step and must run near bandwidth. Compiled, the bound was an
 Inductor reduction at ~3x its bytes and the top-k was torch's radix select (three
 gatherTopK launches of ~16 µs each whatever the row length, plus copies): 57 + 53 µs of a
-169 µs quest step at 128k on the H200 (issue 15, bench/NOTES.md lever 12). On CUDA both
-ops are Triton kernels (keep_all_triton.py); elsewhere, and on CUDA for rows with more
-candidates than the select kernel holds in registers, they are the torch rules of scores.py,
-which are also the kernels' references. Same decisions either way: the chosen slots are exactly the
+169 µs quest step at 128k on the H200 (issue 15, bench/NOTES.md lever 12). On CUDA the
+bound and recycled's select are Triton kernels (keep_all_triton.py) and quest's select is one
+CUDA C++ kernel (quest_select_cuda.py; the Triton select for rows longer than it holds);
+elsewhere, and on CUDA for rows with more candidates than the Triton select holds in
+registers, they are the torch rules of scores.py, which are also the kernels' references. Same decisions either way: the chosen slots are exactly the
 k held slots first by (score desc, older page). The bound is also raas's score
 (page_bound).
 """
@@ -125,9 +126,13 @@ def _(scores, page_id, fill, current, visible, k):
 
 @quest_blocks.register_kernel("cuda")
 def _(scores, page_id, fill, current, visible, k):
-    from raas_flex.policies.keep_all_triton import quest_blocks_cuda, select_fits
+    from raas_flex.policies import quest_select_cuda
     S = scores.shape[-1]
     k = min(k, S)
+    if quest_select_cuda.ENABLED and quest_select_cuda.select_fits(S) and k >= 1:
+        return quest_select_cuda.quest_blocks_one_launch(scores, page_id, fill, current,
+                                                         visible, k)
+    from raas_flex.policies.keep_all_triton import quest_blocks_cuda, select_fits
     if not select_fits(S, k):
         return quest_blocks_torch(scores, page_id, fill, current, visible, k)
     return quest_blocks_cuda(scores, page_id, fill, current, visible, k)
