@@ -220,10 +220,14 @@ def peers(names: list[str], checked: list[str], bw: float, launch: float,
 def _set_variant(name: str) -> None:
     """Module settings of one --variants row (read when the step runs, not when traced)."""
     from raas_flex import triton_pdl
-    triton_pdl.ENABLED = name == "shipped"
+    from raas_flex.policies import quest_select_cuda
+    triton_pdl.ENABLED = name != "no_pdl"
+    quest_select_cuda.ENABLED = name != "triton_select"
 
 
-VARIANTS = ("shipped", "no_pdl")  # issue 15, lever 28: programmatic dependent launch
+# issue 15: lever 35, quest's select in one CUDA C++ launch (vs its two Triton kernels);
+# lever 28, programmatic dependent launch
+VARIANTS = ("shipped", "triton_select", "no_pdl")
 
 
 def variants(names: list[str], bw: float, launch: float, do_profile: bool,
