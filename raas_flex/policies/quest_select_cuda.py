@@ -59,6 +59,7 @@ def quest_blocks_one_launch(scores: torch.Tensor, page_id: torch.Tensor, fill: t
                              "tensors as allocate_layer_cache made them.")
     count = torch.empty((B, H, 1), dtype=torch.int32, device=scores.device)
     index = torch.empty((B, H, 1, S), dtype=torch.int32, device=scores.device)
-    _kernel(scores.device, S)(B * H, THREADS, scores, page_id, fill, current, visible, count,
-                              index, S, k, pdl=launches_with_pdl(scores.device))
+    with torch.cuda.device(scores.device):  # the launch goes to the current context
+        _kernel(scores.device, S)(B * H, THREADS, scores, page_id, fill, current, visible,
+                                  count, index, S, k, pdl=launches_with_pdl(scores.device))
     return count, index
