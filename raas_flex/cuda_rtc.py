@@ -3,8 +3,8 @@
 Why not torch.cuda._compile_kernel: it asks torch.utils.cpp_extension for the CUDA
 toolkit's include folder and fails without a toolkit (CUDA_HOME), which a pip install of
 torch does not have; NVRTC itself ships with torch's CUDA wheels, and the library's kernels
-include no headers. Launches go through the driver's cuLaunchKernel on the current stream,
-so they are captured by CUDA graphs like any other kernel. Imported on first CUDA use only.
+include no headers. Launches go through the driver's cuLaunchKernelEx on the current
+stream, so they are captured by CUDA graphs like any other kernel. Imported on first CUDA use only.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import glob
 import os
 import sys
 from dataclasses import dataclass
+from functools import cache
 
 import torch
 
@@ -36,6 +37,7 @@ def _load(names: list[str], patterns: list[str], what: str) -> ctypes.CDLL:
                   "LD_LIBRARY_PATH.")
 
 
+@cache  # found once: the driver is looked up at every launch
 def _nvrtc() -> ctypes.CDLL:
     major = str(torch.version.cuda).split(".")[0]
     return _load([f"libnvrtc.so.{major}", "libnvrtc.so"],
@@ -43,6 +45,7 @@ def _nvrtc() -> ctypes.CDLL:
                  "NVRTC")
 
 
+@cache
 def _driver() -> ctypes.CDLL:
     return _load(["libcuda.so.1"], [], "the CUDA driver (libcuda.so.1)")
 
@@ -117,12 +120,12 @@ class Kernel:
         keep = [ctypes.c_void_p(a.data_ptr()) if isinstance(a, torch.Tensor) else ctypes.c_int(a)
                 for a in args]
         pointers = (ctypes.c_void_p * len(keep))(*(ctypes.addressof(a) for a in keep))
-        attribute = _LaunchAttribute(id=_PROGRAMMATIC_STREAM_SERIALIZATION, value=1)
         config = _LaunchConfig(grid=(ctypes.c_uint * 3)(grid, 1, 1),
                                block=(ctypes.c_uint * 3)(block, 1, 1), shared_bytes=0,
-                               stream=torch.cuda.current_stream().cuda_stream,
-                               attrs=ctypes.pointer(attribute) if pdl else None,
-                               num_attrs=1 if pdl else 0)
+                               stream=torch.cuda.current_stream().cuda_stream)
+        if pdl:
+            attribute = _LaunchAttribute(id=_PROGRAMMATIC_STREAM_SERIALIZATION, value=1)
+            config.attrs, config.num_attrs = ctypes.pointer(attribute), 1
         lib = _driver()
         _check_driver(lib, lib.cuLaunchKernelEx(ctypes.byref(config), self.function, pointers,
                                                 None), f"launching {self.name}")

@@ -233,7 +233,8 @@ VARIANTS = ("shipped", "triton_select", "no_pdl")
 def variants(names: list[str], bw: float, launch: float, do_profile: bool,
              batch: int = 1) -> None:
     """Each named policy at N = 128k timed under each of VARIANTS, side by side (same
-    state, same compiled step; only how the library's kernels launch changes), then
+    state, same compiled step; only module settings change: how the library's kernels
+    launch, and which kernels do quest's select), then
     SDPA again. (Levers 29-31, measured the same way, changed the k-th key search and were
     not kept: bench/NOTES.md.)"""
     n = 128 * K

@@ -233,7 +233,6 @@ quest_select(const float* __restrict__ scores,       // [R, S] Quest bounds, -in
 #pragma unroll
             for (int j = 0; j < ITEMS; ++j) {
                 const int s = j * THREADS + tid;
-                lo[j] = 0;
                 if (((valid >> j) & 1u) && hi[j] == threshold) {
                     tie |= 1u << j;
                     long long p = row_page[s];
