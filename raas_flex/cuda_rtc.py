@@ -112,13 +112,14 @@ class Kernel:
     function: ctypes.c_void_p
     name: str
 
-    def __call__(self, grid: int, block: int, *args: torch.Tensor | int, pdl: bool = False
-                 ) -> None:
-        """Launch on torch's current stream: tensors pass their data pointers, ints as C int.
+    def __call__(self, grid: int, block: int, *args: torch.Tensor | int | ctypes._SimpleCData,
+                 pdl: bool = False) -> None:
+        """Launch on torch's current stream: tensors pass their data pointers, ints as C int,
+        ctypes scalars (c_float, c_longlong) as themselves.
         pdl: as a programmatic dependent launch (triton_pdl.py), for a kernel whose first
         statement waits for the previous one (griddepcontrol.wait)."""
-        keep = [ctypes.c_void_p(a.data_ptr()) if isinstance(a, torch.Tensor) else ctypes.c_int(a)
-                for a in args]
+        keep = [ctypes.c_void_p(a.data_ptr()) if isinstance(a, torch.Tensor)
+                else a if isinstance(a, ctypes._SimpleCData) else ctypes.c_int(a) for a in args]
         pointers = (ctypes.c_void_p * len(keep))(*(ctypes.addressof(a) for a in keep))
         config = _LaunchConfig(grid=(ctypes.c_uint * 3)(grid, 1, 1),
                                block=(ctypes.c_uint * 3)(block, 1, 1), shared_bytes=0,

@@ -149,6 +149,14 @@ def top_slots(scores: torch.Tensor, page_id: torch.Tensor, held: torch.Tensor,
     return chosen, top.indices
 
 
+def check_count_fits(slots: int, numerator: int) -> None:
+    """Refuse a top_ratio whose exact count (live pages · numerator, in int64) could
+    overflow for a pool of `slots` pages."""
+    if slots * numerator >= 2**63:
+        raise OverflowError(f"{slots} slots x top_ratio numerator {numerator} "
+                            "overflows int64; use a top_ratio with fewer decimals.")
+
+
 def top_fraction(scores: torch.Tensor, cache: LayerCache, numerator: int,
                  denominator: int) -> torch.Tensor:
     """The top ceil(live pages · numerator / denominator) live slots by score. [B, H, S] bool.
@@ -157,9 +165,7 @@ def top_fraction(scores: torch.Tensor, cache: LayerCache, numerator: int,
     pages. numerator/denominator are Python ints (RaaSConfig.top_ratio_fraction), constants
     of a compiled graph; the host check below runs only while tracing, on static shapes.
     """
-    if cache.num_slots * numerator >= 2**63:
-        raise OverflowError(f"{cache.num_slots} slots x top_ratio numerator {numerator} "
-                            "overflows int64; use a top_ratio with fewer decimals.")
+    check_count_fits(cache.num_slots, numerator)
     live = cache.fill > 0
     count = (live.sum(-1, keepdim=True) * numerator + (denominator - 1)) // denominator
     return live & (rank_descending(scores, cache.page_id) < count)
