@@ -95,21 +95,31 @@ def decode_step_tensors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     """One decode step, branch-free and sync-free. q [B, Hq, 1, D]; k, v [B, H, 1, D]."""
     B, Hq, _, D = q.shape
     H = k.shape[1]
-    opened = open_and_append(cache, policy.eviction_key(cache, step), k, v, step)
-    policy.on_open(cache, opened, step)
     compute = q.dtype if cache.quantized else cache.k.dtype  # 8-bit K/V meet q's dtype
     query = materialised_on_cpu(fold_gqa(q, H).to(compute))  # [B, H, G, D]
+    blocks = policy.fused_step(query, k, v, cache, step, scale)
+    if blocks is None:
+        blocks = staged_bookkeeping(query, k, v, cache, policy, step, scale)
+    out = attend_visible(query, cache, scale, policy.config.attention_kernel, blocks)
+    return out.reshape(B, Hq, 1, D).to(q.dtype)
+
+
+def staged_bookkeeping(query: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                       cache: LayerCache, policy: Policy, step: torch.Tensor, scale: float):
+    """Open, append, score, update, select and write cache.visible stage by stage (the
+    policy's hooks); returns the block list to attend. query [B, H, G, D]."""
+    opened = open_and_append(cache, policy.eviction_key(cache, step), k, v, step)
+    policy.on_open(cache, opened, step)
     scores = policy.score(query, cache, scale)
     policy.update(cache, scores, step)
     visible, blocks = policy.select_blocks(cache, scores, step)
     if visible is not cache.visible:  # quest's select writes cache.visible itself
-        slots = torch.arange(cache.num_slots, device=q.device).expand_as(cache.visible)
+        slots = torch.arange(cache.num_slots, device=query.device).expand_as(cache.visible)
         # In place through scatter_, not copy_: after a copy_ Inductor hands flex the
         # computed tensor instead of the buffer, which its CPU kernel cannot lower
         # (NoValidChoicesError).
         cache.visible.scatter_(-1, slots, visible.to(torch.int32))  # read by mask_mod
-    out = attend_visible(query, cache, scale, policy.config.attention_kernel, blocks)
-    return out.reshape(B, Hq, 1, D).to(q.dtype)
+    return blocks
 
 
 def decode_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: LayerCache,

@@ -95,9 +95,9 @@ class Policy:
     tensor values), so the whole decode step compiles into one graph.
 
     At prefill the engine calls `on_prefill` once. Per decode step it calls, in order:
-    `eviction_key` (only used if a page must be opened), `on_open`, then, after the new
-    token is appended, `score`, `update` and `select`. Subclasses override what they
-    need; the defaults are "dense".
+    `fused_step`, and where it gives None, `eviction_key` (only used if a page must be
+    opened), `on_open`, then, after the new token is appended, `score`, `update` and
+    `select`. Subclasses override what they need; the defaults are "dense".
     """
 
     name: ClassVar[str] = "base"
@@ -121,6 +121,14 @@ class Policy:
                    lengths: torch.Tensor) -> None:
         """See the prompt's queries q [B, Hq, T, D] (left-padded; `lengths` [B] real
         tokens) once the prompt is written: eager, before any decode step."""
+
+    def fused_step(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                   cache: LayerCache, step: torch.Tensor, scale: float) -> Blocks | None:
+        """The whole bookkeeping of a step (open, append, score, update, select, write
+        cache.visible) as one op, where the policy has one that takes this cache (decided on
+        static facts: device, dtype, shapes); returns the block list to attend. None: the
+        step calls the stages below one by one. q [B, H, G, D], k, v [B, H, 1, D]."""
+        return None
 
     def eviction_key(self, cache: LayerCache, step: torch.Tensor) -> torch.Tensor | None:
         """[B, H, S]: lower is evicted first; None for a keep-all policy."""

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import torch
 
 from raas_flex.cache.pool import LayerCache
-from raas_flex.policies.base import ConfigView, Policy, PolicyOptions
+from raas_flex.policies import raas_step_op
+from raas_flex.policies.base import Blocks, ConfigView, Policy, PolicyOptions
 from raas_flex.policies.keep_all_ops import page_bound
 from raas_flex.policies.scores import log_page_mass, top_fraction
 
@@ -44,6 +45,27 @@ class RaaSPolicy(Policy):
         super().__init__(config)
         ratio = config.top_ratio_fraction  # read once: compiled code sees two int constants
         self.top_ratio = (ratio.numerator, ratio.denominator)
+
+    def init_state(self, cache: LayerCache) -> None:
+        # raas_step_op's counter of the rows of a sequence done this step: the last one
+        # counts the token in cache.length
+        cache.policy_state["arrivals"] = torch.zeros(cache.length.shape, dtype=torch.int32,
+                                                     device=cache.length.device)
+
+    def fused_step(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                   cache: LayerCache, step: torch.Tensor, scale: float) -> Blocks | None:
+        """The step's bookkeeping as raas_step_op.raas_bookkeeping (one kernel on CUDA) for
+        RaaS's default rule (top_ratio of Quest's bound) where raas_step_op.fuses; None
+        elsewhere and for subclasses, which change the rule."""
+        if (type(self) is not RaaSPolicy or self.config.importance != "top_ratio"
+                or self.config.score_source != "bound" or not raas_step_op.fuses(cache, q)):
+            return None
+        raas_step_op.raas_bookkeeping(
+            cache.k, cache.v, cache.fill, cache.visible, cache.timestamp, cache.pinned,
+            cache.page_id, cache.kmin, cache.kmax, cache.current, cache.length,
+            cache.overflow, cache.policy_state["arrivals"], step, k, v, q, cache.page_size,
+            scale, *self.top_ratio)
+        return self.attend_blocks(cache)
 
     def eviction_key(self, cache: LayerCache, step: torch.Tensor) -> torch.Tensor:
         return cache.timestamp
