@@ -4,6 +4,7 @@ python -m bench.latency.decode_levers [--out levers.json] [--skip-checks] [--pro
 python -m bench.latency.decode_levers --peers rkv,raas [--peer-checks rkv] [--profile]
     [--batch 32] [--kv-dtype int8]
 python -m bench.latency.decode_levers --variants quest,recycled,raas [--profile]
+    [--context-k 4] [--budget 4096]
 
 Checks first: for each policy changed by issue 15 (hsr, recycled, quest, raas) the compiled
 step against the eager step and a float64 reference, from one state, step by step (state
@@ -14,7 +15,8 @@ N = 4k and 128k; and profiles the captured graphs (kernels per replay).
 With --peers, only the named policies at N = 128k, batch --batch: the compiled-vs-eager check
 over 200 steps (past a checkpoint of rkv and lazy_eviction) of those in --peer-checks, then
 SDPA and each policy's median and mean step, and its profile with --profile.
-With --variants, the named policies at N = 128k under each of VARIANTS, side by side.
+With --variants, the named policies at N = --context-k thousand tokens (default 128k) under
+each of VARIANTS, side by side.
 """
 
 from __future__ import annotations
@@ -75,8 +77,11 @@ def _differing(cache, eager) -> tuple[list[str], float]:
     return bad, drift
 
 
-def check(name: str, batch: int, n: int, steps: int) -> None:
-    """Compiled step vs the eager step (same code, not compiled) from one state."""
+def check(name: str, batch: int, n: int, steps: int, staged_eager: bool = False) -> None:
+    """Compiled step vs the eager step (same code, not compiled) from one state; with
+    staged_eager the eager step runs raas's bookkeeping stage by stage (raas_step_op off),
+    so the fused kernel's decisions are compared with the staged torch code's."""
+    from raas_flex.policies import raas_step_op
     gen = torch.Generator(device="cuda").manual_seed(7)
     policy = rf.make_policy(rf.RaaSConfig(budget=2048, page_size=16, policy=name))
     cache, step = seen_cache(policy, batch, 8, 128, n, 4096, torch.bfloat16, "cuda", gen)
@@ -87,7 +92,9 @@ def check(name: str, batch: int, n: int, steps: int) -> None:
     for i in range(steps):
         q, k, v = decode_inputs(batch, gen)
         out = compiled(q, k, v, cache, policy, step + i, 128 ** -0.5)
+        raas_step_op.ENABLED = not staged_eager
         ref_out = decode_step_tensors(q, k, v, eager, policy, step + i, 128 ** -0.5)
+        raas_step_op.ENABLED = True
         bad, drift = _differing(cache, eager)
         drifted += drift > 0
         worst_drift = max(worst_drift, drift)
@@ -99,7 +106,7 @@ def check(name: str, batch: int, n: int, steps: int) -> None:
         worst_ref = max(worst_ref, float((out.double() - ref).norm() / ref.norm()))
         worst_eager = max(worst_eager, float((out.double() - ref_out.double()).norm()
                                              / ref_out.double().norm()))
-    note(kind="check", policy=name, batch=batch, N=n, steps=steps,
+    note(kind="check", policy=name, batch=batch, N=n, steps=steps, staged_eager=staged_eager,
          rel_err_vs_f64=worst_ref, rel_err_vs_eager=worst_eager,
          steps_differing=len(differ), first_differ=str(differ[:3]),
          steps_score_drift=drifted, max_score_rel_drift=worst_drift,
@@ -206,6 +213,8 @@ def peers(names: list[str], checked: list[str], bw: float, launch: float,
         rkv_scores_probe(n, bw, launch)
     for name in checked:
         check(name, 1, n, 200)
+        if name == "raas":  # the fused bookkeeping against the staged code
+            check(name, 1, n, 200, staged_eager=True)
     gen = torch.Generator(device="cuda").manual_seed(0)
     timed("sdpa", *cases.sdpa_dense(n, batch, gen), bw, launch, N=n, batch=batch)
     for name in names:
@@ -218,35 +227,39 @@ def peers(names: list[str], checked: list[str], bw: float, launch: float,
 
 
 def _set_variant(name: str) -> None:
-    """Module settings of one --variants row (read when the step runs, not when traced)."""
+    """Module settings of one --variants row. quest_select_cuda's and triton_pdl's are read
+    when the step runs; raas_step_op's when it is traced (a guard of the compiled step, so
+    the capture after a change recompiles)."""
     from raas_flex import triton_pdl
-    from raas_flex.policies import quest_select_cuda
+    from raas_flex.policies import quest_select_cuda, raas_step_op
     triton_pdl.ENABLED = name != "no_pdl"
     quest_select_cuda.ENABLED = name != "triton_select"
+    raas_step_op.ENABLED = name != "raas_staged"
 
 
-# issue 15: lever 35, quest's select in one CUDA C++ launch (vs its two Triton kernels);
-# lever 28, programmatic dependent launch
-VARIANTS = ("shipped", "triton_select", "no_pdl")
+# issue 15: lever 36, raas's bookkeeping as one CUDA C++ kernel (vs its stages); lever 35,
+# quest's select in one CUDA C++ launch (vs its two Triton kernels); lever 28,
+# programmatic dependent launch
+VARIANTS = ("shipped", "raas_staged", "triton_select", "no_pdl")
 
 
 def variants(names: list[str], bw: float, launch: float, do_profile: bool,
-             batch: int = 1) -> None:
-    """Each named policy at N = 128k timed under each of VARIANTS, side by side (same
-    state, same compiled step; only module settings change: how the library's kernels
-    launch, and which kernels do quest's select), then
+             batch: int = 1, n: int = 128 * K, budget: int = 2048) -> None:
+    """Each named policy at context n (budget L, P = 16) timed under each of VARIANTS,
+    side by side (same state, same step; only module settings change: how the library's
+    kernels launch, and which kernels do quest's select and raas's bookkeeping), then
     SDPA again. (Levers 29-31, measured the same way, changed the k-th key search and were
     not kept: bench/NOTES.md.)"""
-    n = 128 * K
     gen = torch.Generator(device="cuda").manual_seed(0)
     timed("sdpa", *cases.sdpa_dense(n, batch, gen), bw, launch, N=n, batch=batch)
     for name in names:
-        (fn, nbytes), cache = cases.policy_step(name, n, 2048, 16, batch, gen)
+        (fn, nbytes), cache = cases.policy_step(name, n, budget, 16, batch, gen)
         for variant in VARIANTS + ("shipped",):
             _set_variant(variant)
-            timed(f"{name}[{variant}]", fn, nbytes, bw, launch, N=n, batch=batch)
+            timed(f"{name}[{variant}]", fn, nbytes, bw, launch, N=n, batch=batch,
+                  budget=budget)
             if do_profile:
-                profile(fn, f"{name}[{variant}] step N=128k B={batch}")
+                profile(fn, f"{name}[{variant}] step N={n // K}k B={batch} L={budget}")
         del cache
         torch.cuda.empty_cache()
     _set_variant("shipped")
@@ -312,6 +325,9 @@ def main() -> None:
     parser.add_argument("--kv-dtype", default=None, help="--peers' pool dtype (int8, ...)")
     parser.add_argument("--variants", default="",
                         help="comma-separated policies: each under VARIANTS (after --peers)")
+    parser.add_argument("--context-k", type=int, default=128,
+                        help="--variants' context, thousands of tokens")
+    parser.add_argument("--budget", type=int, default=2048, help="--variants' budget L")
     args = parser.parse_args()
     OUT.append(args.out)
     import triton
@@ -325,7 +341,8 @@ def main() -> None:
         peers(args.peers.split(","), [p for p in args.peer_checks.split(",") if p], bw,
               launch, args.profile, args.batch, args.kv_dtype)
     if args.variants:
-        variants(args.variants.split(","), bw, launch, args.profile, args.batch)
+        variants(args.variants.split(","), bw, launch, args.profile, args.batch,
+                 args.context_k * K, args.budget)
     if not (args.peers or args.variants):
         levers(args, bw, launch, t0)
     with open(args.out, "w") as f:

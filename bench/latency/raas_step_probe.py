@@ -1,0 +1,71 @@
+"""Issue 15, lever 36: raas's fused bookkeeping kernel alone, and where its time goes.
+
+python -m bench.latency.raas_step_probe [--out raas_step_probe.json]
+
+Times raas_flex::raas_bookkeeping's CUDA kernel (raas_step.cu; CUDA-graph replays, L2
+flushed before each, median) over a RaaS pool that has seen 4k tokens (L = 2048, P = 16:
+128 slots, 8 kv heads, 4 query heads each, bf16) at batch 1, 8 and 32, as shipped and with
+parts left out (raas_step.cu's PROBE: +1 no arrival count, +2 no bound sums, +4 no rank,
+8 the launch alone). (A first version, with 1,024 threads a row instead of 512, took
+12.0 against 12.4 µs at batch 1: raas_step_probe_h200_v1.json.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+
+import raas_flex as rf
+from bench.latency.decode_state import seen_cache
+from bench.latency.decode_timing import graph_stats_ms
+from raas_flex.policies import raas_step_cuda, raas_step_op
+
+VARIANTS = [("shipped", {}, 4), ("no_arrival", {"PROBE": 1}, 4),
+            ("no_bound_sums", {"PROBE": 2}, 4), ("no_rank", {"PROBE": 4}, 4),
+            ("no_arrival_sums_rank", {"PROBE": 7}, 4), ("launch_only", {"PROBE": 8}, 4)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default="raas_step_probe.json")
+    args = parser.parse_args()
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    config = rf.RaaSConfig(budget=2048, page_size=16)
+    policy = rf.make_policy(config)
+    rows = []
+    for batch in (1, 8, 32):
+        cache, step = seen_cache(policy, batch, 8, 128, 4096, 4096, torch.bfloat16, "cuda", gen)
+        q = torch.randn(batch, 8, 4, 128, generator=gen, device="cuda").bfloat16()
+        k, v = (torch.randn(batch, 8, 1, 128, generator=gen, device="cuda").bfloat16()
+                for _ in range(2))
+        c = cache
+        tensors = (c.k, c.v, c.fill, c.visible, c.timestamp, c.pinned, c.page_id, c.kmin,
+                   c.kmax, c.current, c.length, c.overflow, c.policy_state["arrivals"], step,
+                   k, v, q)
+        for name, defines, chunks in VARIANTS:
+            raas_step_cuda.DEFINES, raas_step_op.CHUNKS_PER_THREAD = defines, chunks
+            layout = raas_step_op.fused_layout(c.num_slots, 128, 4, torch.bfloat16)
+
+            def op() -> torch.Tensor:
+                return raas_step_cuda.raas_bookkeeping_cuda(*tensors, 16, 128 ** -0.5, 1, 2)
+
+            us = graph_stats_ms(op)["median_ms"] * 1e3
+            rows.append(dict(variant=name, batch=batch, median_us=us,
+                             threads=layout.threads if layout else None))
+            print(json.dumps(rows[-1]), flush=True)
+        raas_step_cuda.DEFINES, raas_step_op.CHUNKS_PER_THREAD = {}, 4
+        del cache
+    with open(args.out, "w") as f:
+        json.dump(dict(rows=rows, device=torch.cuda.get_device_name(), torch=torch.__version__,
+                       command="python -m bench.latency.raas_step_probe "
+                       + " ".join(sys.argv[1:])), f, indent=1)
+    print("\nvariant               batch     us")
+    for r in rows:
+        print(f"{r['variant']:21s} {r['batch']:5d} {r['median_us']:6.1f}")
+
+
+if __name__ == "__main__":
+    main()
