@@ -87,10 +87,11 @@ def compile_cubin(source: str, name: str, arch: str, defines: dict[str, int]) ->
 
 
 class _LaunchAttribute(ctypes.Structure):
-    """CUlaunchAttribute: an id, padding to 8 bytes, a 64-byte value union."""
+    """CUlaunchAttribute: an id, padding to 8 bytes, a 64-byte value union (here as 16
+    unsigned ints: PDL's flag is the first, a cluster's x, y, z the first three)."""
 
-    _fields_ = [("id", ctypes.c_int), ("pad", ctypes.c_char * 4), ("value", ctypes.c_int),
-                ("value_rest", ctypes.c_char * 60)]
+    _fields_ = [("id", ctypes.c_int), ("pad", ctypes.c_char * 4),
+                ("value", ctypes.c_uint * 16)]
 
 
 class _LaunchConfig(ctypes.Structure):
@@ -101,6 +102,7 @@ class _LaunchConfig(ctypes.Structure):
                 ("attrs", ctypes.POINTER(_LaunchAttribute)), ("num_attrs", ctypes.c_uint)]
 
 
+_CLUSTER_DIMENSION = 4  # CU_LAUNCH_ATTRIBUTE_..., a thread block cluster's shape
 _PROGRAMMATIC_STREAM_SERIALIZATION = 6  # CU_LAUNCH_ATTRIBUTE_..., the PDL launch attribute
 
 
@@ -113,20 +115,28 @@ class Kernel:
     name: str
 
     def __call__(self, grid: int, block: int, *args: torch.Tensor | int | ctypes._SimpleCData,
-                 pdl: bool = False) -> None:
+                 pdl: bool = False, cluster: int = 1) -> None:
         """Launch on torch's current stream: tensors pass their data pointers, ints as C int,
         ctypes scalars (c_float, c_longlong) as themselves.
         pdl: as a programmatic dependent launch (triton_pdl.py), for a kernel whose first
-        statement waits for the previous one (griddepcontrol.wait)."""
+        statement waits for the previous one (griddepcontrol.wait). cluster: blocks per
+        thread block cluster (a divisor of grid; Hopper+)."""
         keep = [ctypes.c_void_p(a.data_ptr()) if isinstance(a, torch.Tensor)
                 else a if isinstance(a, ctypes._SimpleCData) else ctypes.c_int(a) for a in args]
         pointers = (ctypes.c_void_p * len(keep))(*(ctypes.addressof(a) for a in keep))
         config = _LaunchConfig(grid=(ctypes.c_uint * 3)(grid, 1, 1),
                                block=(ctypes.c_uint * 3)(block, 1, 1), shared_bytes=0,
                                stream=torch.cuda.current_stream().cuda_stream)
+        attributes = []
         if pdl:
-            attribute = _LaunchAttribute(id=_PROGRAMMATIC_STREAM_SERIALIZATION, value=1)
-            config.attrs, config.num_attrs = ctypes.pointer(attribute), 1
+            attributes.append(_LaunchAttribute(id=_PROGRAMMATIC_STREAM_SERIALIZATION,
+                                               value=(ctypes.c_uint * 16)(1)))
+        if cluster > 1:
+            attributes.append(_LaunchAttribute(id=_CLUSTER_DIMENSION,
+                                               value=(ctypes.c_uint * 16)(cluster, 1, 1)))
+        if attributes:
+            array = (_LaunchAttribute * len(attributes))(*attributes)
+            config.attrs, config.num_attrs = array, len(attributes)
         lib = _driver()
         _check_driver(lib, lib.cuLaunchKernelEx(ctypes.byref(config), self.function, pointers,
                                                 None), f"launching {self.name}")

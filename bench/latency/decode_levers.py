@@ -38,6 +38,7 @@ from raas_flex.compile import clone_cache, compile_decode_step, recompile_count
 from raas_flex.functional import decode_step_tensors
 from raas_flex.policies.gated_mass import gated_page_mass, page_log_mass
 from raas_flex.policies.raas import RaaSPolicy
+from raas_flex.policies import raas_step_op
 from raas_flex.policies.rkv_scores import rkv_page_scores
 from raas_flex.policies.scores import page_mass
 
@@ -45,6 +46,7 @@ K = 1024
 STATE = ("fill", "visible", "timestamp", "pinned", "page_id", "current", "length", "kmin",
          "kmax", "k", "v", "overflow")
 ROWS: list[dict] = []
+_RAAS_BLOCKS = raas_step_op.CLUSTER_BLOCKS  # the shipped setting
 
 
 OUT: list[str] = []  # the JSON path, rewritten after every row (a cut-off run keeps them)
@@ -81,7 +83,6 @@ def check(name: str, batch: int, n: int, steps: int, staged_eager: bool = False)
     """Compiled step vs the eager step (same code, not compiled) from one state; with
     staged_eager the eager step runs raas's bookkeeping stage by stage (raas_step_op off),
     so the fused kernel's decisions are compared with the staged torch code's."""
-    from raas_flex.policies import raas_step_op
     gen = torch.Generator(device="cuda").manual_seed(7)
     policy = rf.make_policy(rf.RaaSConfig(budget=2048, page_size=16, policy=name))
     cache, step = seen_cache(policy, batch, 8, 128, n, 4096, torch.bfloat16, "cuda", gen)
@@ -235,12 +236,13 @@ def _set_variant(name: str) -> None:
     triton_pdl.ENABLED = name != "no_pdl"
     quest_select_cuda.ENABLED = name != "triton_select"
     raas_step_op.ENABLED = name != "raas_staged"
+    raas_step_op.CLUSTER_BLOCKS = 1 if name == "raas_one_block" else _RAAS_BLOCKS
 
 
-# issue 15: lever 36, raas's bookkeeping as one CUDA C++ kernel (vs its stages); lever 35,
-# quest's select in one CUDA C++ launch (vs its two Triton kernels); lever 28,
-# programmatic dependent launch
-VARIANTS = ("shipped", "raas_staged", "triton_select", "no_pdl")
+# issue 15: lever 36, raas's bookkeeping as one CUDA C++ kernel (vs its stages; with one
+# block a row instead of a cluster); lever 35, quest's select in one CUDA C++ launch (vs its
+# two Triton kernels); lever 28, programmatic dependent launch
+VARIANTS = ("shipped", "raas_staged", "raas_one_block", "triton_select", "no_pdl")
 
 
 def variants(names: list[str], bw: float, launch: float, do_profile: bool,

@@ -4,10 +4,12 @@ python -m bench.latency.raas_step_probe [--out raas_step_probe.json]
 
 Times raas_flex::raas_bookkeeping's CUDA kernel (raas_step.cu; CUDA-graph replays, L2
 flushed before each, median) over a RaaS pool that has seen 4k tokens (L = 2048, P = 16:
-128 slots, 8 kv heads, 4 query heads each, bf16) at batch 1, 8 and 32, as shipped and with
-parts left out (raas_step.cu's PROBE: +1 no arrival count, +2 no bound sums, +4 no rank,
-8 the launch alone). (A first version, with 1,024 threads a row instead of 512, took
-12.0 against 12.4 µs at batch 1: raas_step_probe_h200_v1.json.)
+128 slots, 8 kv heads, 4 query heads each, bf16) at batch 1, 8 and 32: as shipped (a
+cluster of 4 blocks a row where the rows' blocks fit the GPU at once, raas_step_op.row_blocks),
+with one or two blocks a row, and with parts left out
+(raas_step.cu's PROBE: +1 no arrival count, +2 no bound sums, +4 no rank, 8 the launch
+alone). (The second version, one block a row, took 12.0 µs with 1,024 threads against 12.4
+with 512 at batch 1: raas_step_probe_h200_v2.json.)
 """
 
 from __future__ import annotations
@@ -23,9 +25,13 @@ from bench.latency.decode_state import seen_cache
 from bench.latency.decode_timing import graph_stats_ms
 from raas_flex.policies import raas_step_cuda, raas_step_op
 
-VARIANTS = [("shipped", {}, 4), ("no_arrival", {"PROBE": 1}, 4),
-            ("no_bound_sums", {"PROBE": 2}, 4), ("no_rank", {"PROBE": 4}, 4),
-            ("no_arrival_sums_rank", {"PROBE": 7}, 4), ("launch_only", {"PROBE": 8}, 4)]
+DEFAULT_BLOCKS = raas_step_op.CLUSTER_BLOCKS
+
+# (name, raas_step.cu -D settings, blocks per row)
+VARIANTS = [("shipped", {}, 4), ("one_block", {}, 1), ("two_blocks", {}, 2),
+            ("no_arrival", {"PROBE": 1}, 4), ("no_bound_sums", {"PROBE": 2}, 4),
+            ("no_rank", {"PROBE": 4}, 4), ("no_arrival_sums_rank", {"PROBE": 7}, 4),
+            ("launch_only", {"PROBE": 8}, 4)]
 
 
 def main() -> None:
@@ -45,18 +51,19 @@ def main() -> None:
         tensors = (c.k, c.v, c.fill, c.visible, c.timestamp, c.pinned, c.page_id, c.kmin,
                    c.kmax, c.current, c.length, c.overflow, c.policy_state["arrivals"], step,
                    k, v, q)
-        for name, defines, chunks in VARIANTS:
-            raas_step_cuda.DEFINES, raas_step_op.CHUNKS_PER_THREAD = defines, chunks
-            layout = raas_step_op.fused_layout(c.num_slots, 128, 4, torch.bfloat16)
+        for name, defines, blocks in VARIANTS:
+            raas_step_cuda.DEFINES, raas_step_op.CLUSTER_BLOCKS = defines, blocks
+            blocks = raas_step_op.row_blocks(c.k.device, batch * 8)  # as the launch decides
+            layout = raas_step_op.fused_layout(c.num_slots, 128, 4, torch.bfloat16, blocks)
 
             def op() -> torch.Tensor:
                 return raas_step_cuda.raas_bookkeeping_cuda(*tensors, 16, 128 ** -0.5, 1, 2)
 
             us = graph_stats_ms(op)["median_ms"] * 1e3
-            rows.append(dict(variant=name, batch=batch, median_us=us,
+            rows.append(dict(variant=name, batch=batch, median_us=us, blocks=blocks,
                              threads=layout.threads if layout else None))
             print(json.dumps(rows[-1]), flush=True)
-        raas_step_cuda.DEFINES, raas_step_op.CHUNKS_PER_THREAD = {}, 4
+        raas_step_cuda.DEFINES, raas_step_op.CLUSTER_BLOCKS = {}, DEFAULT_BLOCKS
         del cache
     with open(args.out, "w") as f:
         json.dump(dict(rows=rows, device=torch.cuda.get_device_name(), torch=torch.__version__,

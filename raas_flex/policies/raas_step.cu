@@ -48,15 +48,19 @@ typedef unsigned short elem_t;
 
 #define VEC (16 / ES)                         // elements per 16-byte chunk
 #define CPR (D / VEC)                         // chunks per summary row
+#ifndef CLUSTER
+#define CLUSTER 1  // blocks per row (a thread block cluster), each bounding SC of its slots
+#endif
+#define SC ((S + CLUSTER - 1) / CLUSTER)      // slots a block bounds and ranks
 #define GROUPS (THREADS / LPS)                // slot rows processed at once
-#define ROUNDS ((S + GROUPS - 1) / GROUPS)    // slot rows per lane group
+#define ROUNDS ((SC + GROUPS - 1) / GROUPS)   // slot rows per lane group
 #define WARPS (THREADS / 32)
 #define D_ITEMS ((D + THREADS - 1) / THREADS)  // K/V elements a thread copies
 #define M_ITEMS ((S + THREADS - 1) / THREADS)  // slots' metadata a thread loads
 #define Q_ITEMS ((G * D + THREADS - 1) / THREADS)  // query elements a thread loads
-// threads counting one slot's rank: the largest power of two <= THREADS / S, at most 32
-#define RANK_SPLIT (THREADS >= 32 * S ? 32 : THREADS >= 16 * S ? 16 : THREADS >= 8 * S ? 8 \
-                    : THREADS >= 4 * S ? 4 : THREADS >= 2 * S ? 2 : 1)
+// threads counting one slot's rank: the largest power of two <= THREADS / SC, at most 32
+#define RANK_SPLIT (THREADS >= 32 * SC ? 32 : THREADS >= 16 * SC ? 16 : THREADS >= 8 * SC ? 8 \
+                    : THREADS >= 4 * SC ? 4 : THREADS >= 2 * SC ? 2 : 1)
 #define FREE_PAGE (-1LL)
 #define FULL_MASK 0xffffffffu
 
@@ -191,6 +195,21 @@ __device__ __forceinline__ void reduce_lanes(float (&part)[G]) {
             part[g] += __shfl_xor_sync(FULL_MASK, part[g], off);
 }
 
+// Thread block clusters (CLUSTER > 1): a barrier over the cluster's blocks in two halves,
+// and a store into another block's shared memory (distributed shared memory).
+__device__ __forceinline__ void cluster_arrive() {
+    asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
+}
+__device__ __forceinline__ void cluster_wait() {
+    asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
+}
+__device__ __forceinline__ void store_in_block(const u64* local, u32 block, u64 value) {
+    u32 at, remote;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(at) : "l"(local));
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(at), "r"(block));
+    asm volatile("st.shared::cluster.u64 [%0], %1;" :: "r"(remote), "l"(value) : "memory");
+}
+
 // Lexicographic (key, index) minimum over the block; every thread gets the answer.
 __device__ void block_argmin(u64& key, int& idx, Smem& sm) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -248,7 +267,13 @@ raas_step(elem_t* __restrict__ k_pool,        // [B, H, S*P, D]
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
     if (PROBE & 8) return;
-    const int row = blockIdx.x, tid = threadIdx.x;
+    // A row's CLUSTER blocks: each loads the whole row's metadata and decides the victim
+    // (the same on every block), bounds its SC slots and sends their rank keys to every
+    // block of the cluster, then ranks and stamps its own slots; block 0 writes the token,
+    // the opened slot's metadata and counts the token.
+    const int row = blockIdx.x / CLUSTER, part_of_row = blockIdx.x % CLUSTER, tid = threadIdx.x;
+    const bool lead = part_of_row == 0;
+    const int first = part_of_row * SC;  // this block's slots: [first, first + SC) within S
     const int b = row / H, h = row - b * H;
     const i64 meta = (i64)row * S;
     const i64 n = length[b];  // tokens before this one
@@ -291,11 +316,11 @@ raas_step(elem_t* __restrict__ k_pool,        // [B, H, S*P, D]
     Chunk lo[ROUNDS][CPL], hi[ROUNDS][CPL];
 #pragma unroll
     for (int r = 0; r < ROUNDS; ++r) {
-        const int s = r * GROUPS + group;
+        const int s = first + r * GROUPS + group;
 #pragma unroll
         for (int c = 0; c < CPL; ++c) {
             const int chunk = c * LPS + glane;
-            if (s < S) {
+            if (r * GROUPS + group < SC && s < S) {
                 lo[r][c] = reinterpret_cast<const Chunk*>(kmin + (meta + s) * D)[chunk];
                 hi[r][c] = reinterpret_cast<const Chunk*>(kmax + (meta + s) * D)[chunk];
             } else {
@@ -326,9 +351,14 @@ raas_step(elem_t* __restrict__ k_pool,        // [B, H, S*P, D]
     if (tid == 0) sm.length = n;  // n has arrived (a use), before this row counts itself
     __syncthreads();
     // Arrive: once every row of the sequence has (each after reading length[b], above),
-    // the last one may write it. Issued now, so its round trip overlaps the work below.
+    // the last one may write it. Issued now, so its round trip overlaps the work below;
+    // in a cluster, once every block of the row has read it (the cluster barrier below).
     int arrived = 0;
+#if CLUSTER > 1
+    cluster_arrive();  // this block has started and read length[b]
+#else
     if (tid == 0 && !(PROBE & 1)) arrived = atomicAdd(&arrivals[b], 1);
+#endif
 
     // The page's slot: the current one, or where the token starts a page, the victim.
     int cur = old_cur;
@@ -375,15 +405,15 @@ raas_step(elem_t* __restrict__ k_pool,        // [B, H, S*P, D]
 #pragma unroll
     for (int j = 0; j < D_ITEMS; ++j) {
         const int d = j * THREADS + tid;
-        if (d < D) { k_pool[token + d] = k_el[j]; v_pool[token + d] = v_el[j]; }
+        if (lead && d < D) { k_pool[token + d] = k_el[j]; v_pool[token + d] = v_el[j]; }
     }
     __syncthreads();
 
     // The current slot's summaries take the key (the key alone on a new page).
 #pragma unroll
     for (int r = 0; r < ROUNDS; ++r) {
-        const int s = r * GROUPS + group;
-        if (s != cur) continue;
+        const int s = first + r * GROUPS + group;
+        if (r * GROUPS + group >= SC || s != cur) continue;
 #pragma unroll
         for (int c = 0; c < CPL; ++c) {
             const int chunk = c * LPS + glane;
@@ -406,7 +436,8 @@ raas_step(elem_t* __restrict__ k_pool,        // [B, H, S*P, D]
     bool redo = false;
 #pragma unroll
     for (int r = 0; r < ROUNDS; ++r) {
-        const int s = r * GROUPS + group;
+        const int s = first + r * GROUPS + group;
+        const bool mine = r * GROUPS + group < SC && s < S;
 #pragma unroll
         for (int g = 0; g < G; ++g) part[r][g] = 0.0f;
 #if !(PROBE & 2)
@@ -415,39 +446,55 @@ raas_step(elem_t* __restrict__ k_pool,        // [B, H, S*P, D]
         reduce_lanes(part[r]);
 #endif
 #pragma unroll
-        for (int g = 0; g < G; ++g) redo |= s < S && sm.fill[s] > 0 && !finite(part[r][g]);
+        for (int g = 0; g < G; ++g) redo |= mine && sm.fill[s] > 0 && !finite(part[r][g]);
     }
     if (__any_sync(FULL_MASK, redo)) {
 #pragma unroll
         for (int r = 0; r < ROUNDS; ++r) {
-            const int s = r * GROUPS + group;
+            const int s = first + r * GROUPS + group;
+            const bool mine = r * GROUPS + group < SC && s < S;
 #pragma unroll
             for (int g = 0; g < G; ++g) part[r][g] = 0.0f;
 #pragma unroll
             for (int c = 0; c < CPL; ++c) {
                 const int chunk = c * LPS + glane;
-                const Chunk low = s < S ? reinterpret_cast<const Chunk*>(kmin + (meta + s) * D)[chunk]
+                const Chunk low = mine ? reinterpret_cast<const Chunk*>(kmin + (meta + s) * D)[chunk]
+                                       : Chunk{0, 0, 0, 0};
+                const Chunk high = mine ? reinterpret_cast<const Chunk*>(kmax + (meta + s) * D)[chunk]
                                         : Chunk{0, 0, 0, 0};
-                const Chunk high = s < S ? reinterpret_cast<const Chunk*>(kmax + (meta + s) * D)[chunk]
-                                         : Chunk{0, 0, 0, 0};
                 add_chunk<true>(low, high, c, glane, sm, part[r]);
             }
             reduce_lanes(part[r]);
         }
     }
 #pragma unroll
+#if CLUSTER > 1
+    cluster_wait();  // every block of the row has started (its shared memory exists)
+    if (lead && tid == 0 && !(PROBE & 1)) arrived = atomicAdd(&arrivals[b], 1);
+#endif
+#pragma unroll
     for (int r = 0; r < ROUNDS; ++r) {
-        const int s = r * GROUPS + group;
-        if (glane == 0 && s < S) {
+        const int s = first + r * GROUPS + group;
+        if (glane == 0 && r * GROUPS + group < SC && s < S) {
             float bound = part[r][0];
 #pragma unroll
             for (int g = 1; g < G; ++g) bound = part[r][g] > bound ? part[r][g] : bound;
             bound = sm.fill[s] > 0 ? bound * scale : -__int_as_float(0x7f800000);
             scores[meta + s] = bound;
             const i64 page = sm.page[s] < -1 ? -1 : sm.page[s];
-            sm.order[s] = ((u64)order_hi(bound) << 32) | (u64)(u32)(2147483647LL - page);
+            const u64 key = ((u64)order_hi(bound) << 32) | (u64)(u32)(2147483647LL - page);
+            sm.order[s] = key;
+#if CLUSTER > 1
+#pragma unroll
+            for (int other = 1; other < CLUSTER; ++other)
+                store_in_block(&sm.order[s], (part_of_row + other) % CLUSTER, key);
+#endif
         }
     }
+#if CLUSTER > 1
+    cluster_arrive();  // every key is in every block
+    cluster_wait();
+#endif
     // Live pages, and how many of them are stamped: ceil(live * num / den), in int64.
     int live = 0;
     for (int base = 0; base < S; base += THREADS) {
@@ -459,10 +506,12 @@ raas_step(elem_t* __restrict__ k_pool,        // [B, H, S*P, D]
     // Each slot's rank by (bound desc, older page, lower slot), counted by RANK_SPLIT
     // neighbouring threads over every RANK_SPLIT-th other slot; the first `stamped` live
     // slots get the step. Then the row's metadata goes back.
-    for (int base = 0; base < S * RANK_SPLIT; base += THREADS) {  // the same trips for all
-        const int s = (base + tid) / RANK_SPLIT, share = (base + tid) % RANK_SPLIT;
+    for (int base = 0; base < SC * RANK_SPLIT; base += THREADS) {  // the same trips for all
+        const int local = (base + tid) / RANK_SPLIT, share = (base + tid) % RANK_SPLIT;
+        const int s = first + local;
+        const bool mine = local < SC && s < S;
         int rank = 0;
-        if (s < S) {
+        if (mine) {
             const u64 mine = sm.order[s];
             for (int t = share; t < ((PROBE & 4) ? 0 : S); t += RANK_SPLIT) {
                 const u64 other = sm.order[t];
@@ -472,13 +521,13 @@ raas_step(elem_t* __restrict__ k_pool,        // [B, H, S*P, D]
 #pragma unroll
         for (int off = RANK_SPLIT / 2; off > 0; off >>= 1)
             rank += __shfl_xor_sync(FULL_MASK, rank, off);
-        if (s < S && share == 0) {
+        if (mine && share == 0) {
             const bool fresh = sm.fill[s] > 0 && rank < stamped;
             timestamp[meta + s] = fresh ? step : sm.ts[s];
             visible[meta + s] = sm.fill[s];
         }
     }
-    if (tid == 0) {
+    if (lead && tid == 0) {
         fill[meta + cur] = sm.fill[cur];
         current[row] = cur;
         if (need) {
@@ -488,7 +537,7 @@ raas_step(elem_t* __restrict__ k_pool,        // [B, H, S*P, D]
         }
     }
     // The last row of the sequence to arrive counts the token in `length`.
-    if (tid == 0 && arrived == H - 1) {
+    if (lead && tid == 0 && arrived == H - 1) {
         length[b] = n + 1;
         arrivals[b] = 0;
     }

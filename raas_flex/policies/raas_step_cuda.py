@@ -10,7 +10,7 @@ from importlib import resources
 import torch
 
 from raas_flex.cuda_rtc import Kernel, load_kernel
-from raas_flex.policies.raas_step_op import ELEM_CODES, fused_layout
+from raas_flex.policies.raas_step_op import ELEM_CODES, fused_layout, row_blocks
 from raas_flex.policies.scores import check_count_fits
 from raas_flex.triton_pdl import launches_with_pdl
 
@@ -47,10 +47,10 @@ def raas_bookkeeping_cuda(k_pool, v_pool, fill, visible, timestamp, pinned, page
     B, H, S, D = kmin.shape
     G = q.shape[2]
     dtype = k_pool.dtype
-    layout = fused_layout(S, D, G, dtype)
+    layout = fused_layout(S, D, G, dtype, row_blocks(kmin.device, B * H))
     if layout is None:
         raise ValueError(f"raas_bookkeeping: rows of {S} slots, head dim {D}, {G} query "
-                         f"heads, {dtype} do not fit one block; call the op (it runs the "
+                         f"heads, {dtype} do not fit the kernel; call the op (it runs the "
                          "torch rules for such rows).")
     metadata = dict(fill=fill, visible=visible, timestamp=timestamp, pinned=pinned,
                     page_id=page_id, current=current, length=length, overflow=overflow,
@@ -68,15 +68,17 @@ def raas_bookkeeping_cuda(k_pool, v_pool, fill, visible, timestamp, pinned, page
     check_count_fits(S, ratio_num)
     k, v, q = _rows(k[:, :, 0], dtype), _rows(v[:, :, 0], dtype), _rows(q, dtype)
     scores = torch.empty((B, H, S), dtype=torch.float32, device=kmin.device)
+    blocks = layout.blocks
     defines = dict(S=S, D=D, G=G, ELEM=ELEM_CODES[dtype], THREADS=layout.threads,
-                   LPS=layout.lanes, CPL=layout.chunks_per_lane, **DEFINES)
+                   LPS=layout.lanes, CPL=layout.chunks_per_lane, CLUSTER=blocks, **DEFINES)
     wide = ctypes.c_longlong
     with torch.cuda.device(kmin.device):  # the launch goes to the current context
         _kernel(kmin.device, defines)(
-            B * H, layout.threads, k_pool, v_pool, fill, visible, timestamp, pinned, page_id,
+            B * H * blocks, layout.threads, k_pool, v_pool, fill, visible, timestamp, pinned, page_id,
             kmin, kmax, current, length, overflow, arrivals, step, k, v, q, scores,
             wide(k.stride(0)), wide(k.stride(1)), wide(v.stride(0)), wide(v.stride(1)),
             wide(q.stride(0)), wide(q.stride(1)), wide(q.stride(2)), H, page_size,
             ctypes.c_float(scale), wide(ratio_num), wide(ratio_den),
-            pdl=launches_with_pdl(kmin.device))
+            pdl=launches_with_pdl(kmin.device), cluster=blocks)
     return scores
+

@@ -26,6 +26,7 @@ from raas_flex.policies.scores import summary_bound, top_fraction
 ENABLED = True  # module setting: False runs RaaS's bookkeeping stage by stage (bench/)
 ELEM_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}  # raas_step.cu's ELEM
 CHUNKS_PER_THREAD = 4  # 16-byte summary chunks a thread holds per tensor (registers)
+CLUSTER_BLOCKS = 4  # blocks per row, a thread block cluster on Hopper+ (bench/: 1, 2, 4)
 SHARED_BYTES = 48 * 1024  # static shared memory of one block
 
 _MUTATED = ("k_pool", "v_pool", "fill", "visible", "timestamp", "pinned", "page_id", "kmin",
@@ -34,17 +35,33 @@ _MUTATED = ("k_pool", "v_pool", "fill", "visible", "timestamp", "pinned", "page_
 
 @dataclass(frozen=True)
 class FusedLayout:
-    """How raas_step.cu spreads a row: `threads` a block, `lanes` per slot row (min(chunks,
-    32)), `chunks_per_lane` 16-byte chunks of a summary row each."""
+    """How raas_step.cu spreads a row: over `blocks` thread blocks (a cluster) of `threads`
+    each, `lanes` per slot row (min(chunks, 32)), `chunks_per_lane` 16-byte chunks of a
+    summary row each."""
 
     threads: int
     lanes: int
     chunks_per_lane: int
+    blocks: int = 1
 
 
-def fused_layout(S: int, D: int, G: int, dtype: torch.dtype) -> FusedLayout | None:
+def row_blocks(device: torch.device, rows: int) -> int:
+    """Blocks per row for `rows` (sequence, kv head) rows on `device`: CLUSTER_BLOCKS where
+    thread block clusters exist (CUDA, Hopper on) and the rows' blocks fit on the GPU's
+    multiprocessors at once, else 1. Why: on the H200 a cluster of 4 took 10.0 µs against
+    10.8 for one block at batch 1 (8 rows), but 12.7 vs 12.3 at batch 8 and 26.5 vs 21.9 at
+    batch 32 (bench/results/latency/raas_step_probe_h200_v5.json)."""
+    if device.type != "cuda" or torch.cuda.get_device_capability(device)[0] < 9:
+        return 1
+    processors = torch.cuda.get_device_properties(device).multi_processor_count
+    return CLUSTER_BLOCKS if rows * CLUSTER_BLOCKS <= processors else 1
+
+
+def fused_layout(S: int, D: int, G: int, dtype: torch.dtype,
+                 blocks: int = 1) -> FusedLayout | None:
     """The kernel's layout for rows of S slots, head dim D, G query heads per kv head in
-    `dtype`, or None where a row does not fit one block's registers (more than
+    `dtype` spread over `blocks` thread blocks, or None where a block's share of the row
+    does not fit its registers (more than
     CHUNKS_PER_THREAD chunks a thread) or shared memory, or a summary row is not a power of
     two of 16-byte chunks, or would spill registers. With bf16, D = 128 and G = 4 it holds up
 to 128 slots (L = 2048 at P = 16, 4096 at P = 32)."""
@@ -55,10 +72,11 @@ to 128 slots (L = 2048 at P = 16, 4096 at P = 32)."""
         return None
     lanes = min(chunks, 32)
     per_lane = chunks // lanes
+    own = -(-S // blocks)  # slots a block bounds
     threads = 128
-    while threads < 1024 and threads * CHUNKS_PER_THREAD < S * chunks:
+    while threads < 1024 and threads * CHUNKS_PER_THREAD < own * chunks:
         threads *= 2
-    rounds = -(-S // (threads // lanes))
+    rounds = -(-own // (threads // lanes))
     shared = 4 * (G + 1) * D + S * (4 + 8 + 8 + 1 + 8) + 12 * 32 + 64
     # 32-bit registers a thread needs, roughly: its chunks of both summaries, partial sums
     # per (round, query head), query elements, ~40 more (nvcc -arch=sm_90: 127 at S = 128,
@@ -68,7 +86,7 @@ to 128 slots (L = 2048 at P = 16, 4096 at P = 32)."""
     if (rounds * per_lane > CHUNKS_PER_THREAD or shared > SHARED_BYTES
             or registers > min(255, 65536 // threads)):
         return None
-    return FusedLayout(threads, lanes, per_lane)
+    return FusedLayout(threads, lanes, per_lane, blocks)
 
 
 def fuses(cache: LayerCache, q: torch.Tensor) -> bool:
@@ -78,7 +96,8 @@ def fuses(cache: LayerCache, q: torch.Tensor) -> bool:
     B, H, S, D = cache.kmin.shape
     return (ENABLED and cache.k.is_cuda and not cache.quantized and cache.softcap is None
             and "arrivals" in cache.policy_state
-            and fused_layout(S, D, q.shape[2], cache.k.dtype) is not None)
+            and fused_layout(S, D, q.shape[2], cache.k.dtype,
+                             row_blocks(cache.k.device, B * H)) is not None)
 
 
 @torch.library.custom_op("raas_flex::raas_bookkeeping", mutates_args=_MUTATED)
@@ -126,7 +145,8 @@ def _(k_pool, v_pool, fill, visible, timestamp, pinned, page_id, kmin, kmax, cur
 def _(k_pool, v_pool, fill, visible, timestamp, pinned, page_id, kmin, kmax, current, length,
       overflow, arrivals, step, k, v, q, page_size, scale, ratio_num, ratio_den):
     B, H, S, D = kmin.shape
-    if fused_layout(S, D, q.shape[2], k_pool.dtype) is None:  # a direct call on a big row
+    if fused_layout(S, D, q.shape[2], k_pool.dtype, row_blocks(kmin.device, B * H)) is None:
+        # a direct call on a row too big for the kernel
         return raas_bookkeeping_torch(k_pool, v_pool, fill, visible, timestamp, pinned,
                                       page_id, kmin, kmax, current, length, overflow, step,
                                       k, v, q, page_size, scale, ratio_num, ratio_den)

@@ -17,7 +17,7 @@ from raas_flex.compile import clone_cache, compile_decode_step
 from raas_flex.functional import decode_step_tensors
 from raas_flex.policies import raas_step_op
 from raas_flex.policies.raas_step_op import (
-    fused_layout, raas_bookkeeping, raas_bookkeeping_torch,
+    fused_layout, raas_bookkeeping, raas_bookkeeping_torch, row_blocks,
 )
 from raas_flex.policies.scores import summary_bound, top_fraction
 from tests.raas_state import random_raas_state
@@ -54,9 +54,14 @@ CASES = [  # seed, B, H, S, P, D, G, dtype, (num, den)
 ]
 
 
+@pytest.mark.parametrize("blocks", [1, 2, 4])
 @pytest.mark.parametrize("seed,B,H,S,P,D,G,dtype,ratio", CASES)
-def test_kernel_writes_as_torch_rule_exact_bounds(seed, B, H, S, P, D, G, dtype, ratio):
-    assert fused_layout(S, D, G, dtype) is not None  # the kernel runs, not the torch body
+def test_kernel_writes_as_torch_rule_exact_bounds(seed, B, H, S, P, D, G, dtype, ratio, blocks,
+                                                  monkeypatch):
+    """blocks: a row's thread blocks (a cluster of them from Hopper on)."""
+    monkeypatch.setattr(raas_step_op, "CLUSTER_BLOCKS", blocks)
+    layout = fused_layout(S, D, G, dtype, row_blocks(torch.device("cuda"), B * H))
+    assert layout is not None  # the kernel runs, not the torch body
     kernel, torch_rule = _pair(seed, B, H, S, P, D, G, dtype)
     got = _op(kernel, ratio)
     want = _op(torch_rule, ratio, raas_bookkeeping_torch)
@@ -66,9 +71,9 @@ def test_kernel_writes_as_torch_rule_exact_bounds(seed, B, H, S, P, D, G, dtype,
     assert not kernel.cache.policy_state["arrivals"].any()
 
 
-def test_rows_too_large_for_one_block_run_the_torch_rule():
-    assert fused_layout(256, 128, 4, torch.bfloat16) is None
-    kernel, torch_rule = _pair(10, 2, 2, 256, 16, 128, 4, torch.bfloat16)
+def test_rows_too_large_for_the_kernel_run_the_torch_rule():
+    assert fused_layout(1024, 128, 4, torch.bfloat16, row_blocks(torch.device("cuda"), 2)) is None
+    kernel, torch_rule = _pair(10, 1, 2, 1024, 16, 128, 4, torch.bfloat16)
     assert torch.equal(_op(kernel, (1, 2)), _op(torch_rule, (1, 2), raas_bookkeeping_torch))
     for name in FIELDS:
         assert torch.equal(getattr(kernel.cache, name), getattr(torch_rule.cache, name)), name

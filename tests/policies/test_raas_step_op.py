@@ -55,6 +55,9 @@ def test_layout_holds_what_fits_one_block():
     assert fused_layout(64, 128, 4, torch.bfloat16) == FusedLayout(256, 16, 1)
     assert fused_layout(256, 128, 4, torch.bfloat16) is None  # 1,024 threads: would spill
     assert fused_layout(8, 256, 1, torch.float32) == FusedLayout(128, 32, 2)
+    assert fused_layout(128, 128, 4, torch.bfloat16, 4) == FusedLayout(128, 16, 1, 4)
+    assert fused_layout(256, 128, 4, torch.bfloat16, 4) == FusedLayout(256, 16, 1, 4)
+    assert fused_layout(1024, 128, 4, torch.bfloat16, 4) is None  # a block's 256: spills
     assert fused_layout(257, 128, 4, torch.bfloat16) is None  # > 4 chunks a thread
     assert fused_layout(128, 128, 8, torch.bfloat16) is None  # 8 x 4 partial sums: spills
     assert fused_layout(128, 80, 4, torch.bfloat16) is None  # 10 chunks: not a power of two
