@@ -38,7 +38,7 @@ from raas_flex.compile import clone_cache, compile_decode_step, recompile_count
 from raas_flex.functional import decode_step_tensors
 from raas_flex.policies.gated_mass import gated_page_mass, page_log_mass
 from raas_flex.policies.raas import RaaSPolicy
-from raas_flex.policies import raas_step_op
+from raas_flex.policies import raas_step_layout, raas_step_op
 from raas_flex.policies.rkv_scores import rkv_page_scores
 from raas_flex.policies.scores import page_mass
 
@@ -46,7 +46,7 @@ K = 1024
 STATE = ("fill", "visible", "timestamp", "pinned", "page_id", "current", "length", "kmin",
          "kmax", "k", "v", "overflow")
 ROWS: list[dict] = []
-_RAAS_BLOCKS = raas_step_op.CLUSTER_BLOCKS  # the shipped setting
+_RAAS_BLOCKS = raas_step_layout.CLUSTER_BLOCKS  # the shipped setting
 
 
 OUT: list[str] = []  # the JSON path, rewritten after every row (a cut-off run keeps them)
@@ -232,11 +232,11 @@ def _set_variant(name: str) -> None:
     when the step runs; raas_step_op's when it is traced (a guard of the compiled step, so
     the capture after a change recompiles)."""
     from raas_flex import triton_pdl
-    from raas_flex.policies import quest_select_cuda, raas_step_op
+    from raas_flex.policies import quest_select_cuda
     triton_pdl.ENABLED = name != "no_pdl"
     quest_select_cuda.ENABLED = name != "triton_select"
     raas_step_op.ENABLED = name != "raas_staged"
-    raas_step_op.CLUSTER_BLOCKS = 1 if name == "raas_one_block" else _RAAS_BLOCKS
+    raas_step_layout.CLUSTER_BLOCKS = 1 if name == "raas_one_block" else _RAAS_BLOCKS
 
 
 # issue 15: lever 36, raas's bookkeeping as one CUDA C++ kernel (vs its stages; with one

@@ -5,7 +5,7 @@ python -m bench.latency.raas_step_probe [--out raas_step_probe.json]
 Times raas_flex::raas_bookkeeping's CUDA kernel (raas_step.cu; CUDA-graph replays, L2
 flushed before each, median) over a RaaS pool that has seen 4k tokens (L = 2048, P = 16:
 128 slots, 8 kv heads, 4 query heads each, bf16) at batch 1, 8 and 32: as shipped (a
-cluster of 4 blocks a row where the rows' blocks fit the GPU at once, raas_step_op.row_blocks),
+cluster of 4 blocks a row where the rows' blocks fit the GPU at once, raas_step_layout.row_blocks),
 with one or two blocks a row, and with parts left out
 (raas_step.cu's PROBE: +1 no arrival count, +2 no bound sums, +4 no rank, 8 the launch
 alone). (The second version, one block a row, took 12.0 µs with 1,024 threads against 12.4
@@ -23,9 +23,9 @@ import torch
 import raas_flex as rf
 from bench.latency.decode_state import seen_cache
 from bench.latency.decode_timing import graph_stats_ms
-from raas_flex.policies import raas_step_cuda, raas_step_op
+from raas_flex.policies import raas_step_cuda, raas_step_layout
 
-DEFAULT_BLOCKS = raas_step_op.CLUSTER_BLOCKS
+DEFAULT_BLOCKS = raas_step_layout.CLUSTER_BLOCKS
 
 # (name, raas_step.cu -D settings, blocks per row)
 VARIANTS = [("shipped", {}, 4), ("one_block", {}, 1), ("two_blocks", {}, 2),
@@ -52,9 +52,9 @@ def main() -> None:
                    c.kmax, c.current, c.length, c.overflow, c.policy_state["arrivals"], step,
                    k, v, q)
         for name, defines, blocks in VARIANTS:
-            raas_step_cuda.DEFINES, raas_step_op.CLUSTER_BLOCKS = defines, blocks
-            blocks = raas_step_op.row_blocks(c.k.device, batch * 8)  # as the launch decides
-            layout = raas_step_op.fused_layout(c.num_slots, 128, 4, torch.bfloat16, blocks)
+            raas_step_cuda.DEFINES, raas_step_layout.CLUSTER_BLOCKS = defines, blocks
+            blocks = raas_step_layout.row_blocks(c.k.device, batch * 8)  # as the launch decides
+            layout = raas_step_layout.fused_layout(c.num_slots, 128, 4, torch.bfloat16, blocks)
 
             def op() -> torch.Tensor:
                 return raas_step_cuda.raas_bookkeeping_cuda(*tensors, 16, 128 ** -0.5, 1, 2)
@@ -63,7 +63,7 @@ def main() -> None:
             rows.append(dict(variant=name, batch=batch, median_us=us, blocks=blocks,
                              threads=layout.threads if layout else None))
             print(json.dumps(rows[-1]), flush=True)
-        raas_step_cuda.DEFINES, raas_step_op.CLUSTER_BLOCKS = {}, DEFAULT_BLOCKS
+        raas_step_cuda.DEFINES, raas_step_layout.CLUSTER_BLOCKS = {}, DEFAULT_BLOCKS
         del cache
     with open(args.out, "w") as f:
         json.dump(dict(rows=rows, device=torch.cuda.get_device_name(), torch=torch.__version__,

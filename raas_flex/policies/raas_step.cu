@@ -6,9 +6,14 @@
 //
 // Why one kernel: at batch 1 the same work as ~8 small kernels (victim, open + write, bound,
 // rank, stamp, copies) took ~15 us of a 33 us step on the H200, although it reads only the
-// row's metadata and summaries (~64 kB a row at L = 2048) and one token (issue 15). Here a
-// row loads its summaries at once into registers (ROUNDS * CPL 16-byte chunks per tensor a
-// thread), its metadata into shared memory, and keeps every later step on chip.
+// row's metadata and summaries (~64 kB a row at L = 2048) and one token (issue 15; this
+// kernel: ~6 us of a 23-26 us step, bench/NOTES.md session 17). A row loads its summaries
+// at once into registers (ROUNDS * CPL 16-byte chunks per tensor a thread), its metadata
+// into shared memory, and keeps every later step on chip. Where rows are few (batch 1), a
+// row is a cluster of CLUSTER blocks, each bounding SC of its slots, so that more
+// multiprocessors load and sum the summaries; the rank keys meet in distributed shared
+// memory. The sequence's length is shared by the H rows of a sequence: the last row to arrive
+// (a per-sequence counter) writes it.
 //
 // The rules, each as the torch code it replaces does it (cache/slots.choose_slot,
 // cache/append.open_slot + append_token, scores.summary_bound, scores.top_fraction):
@@ -23,7 +28,8 @@
 //
 // Compile-time constants (-D): S slots, D head dim, G query heads per kv head, ELEM
 // (0 float32, 1 bfloat16, 2 float16), THREADS, LPS (lanes per slot row: min(CPR, 32)),
-// CPL (chunks per lane: CPR / LPS), where CPR = D * sizeof(elem) / 16.
+// CPL (chunks per lane: CPR / LPS), where CPR = D * sizeof(elem) / 16, CLUSTER (blocks per
+// row); raas_step_layout.py chooses them.
 
 #ifndef ELEM
 #define ELEM 1

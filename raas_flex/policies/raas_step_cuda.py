@@ -10,7 +10,7 @@ from importlib import resources
 import torch
 
 from raas_flex.cuda_rtc import Kernel, load_kernel
-from raas_flex.policies.raas_step_op import ELEM_CODES, fused_layout, row_blocks
+from raas_flex.policies.raas_step_layout import ELEM_CODES, fused_layout, row_blocks
 from raas_flex.policies.scores import check_count_fits
 from raas_flex.triton_pdl import launches_with_pdl
 

@@ -15,10 +15,9 @@ from raas_flex.cache.append import append_token, open_slot
 from raas_flex.cache.slots import choose_slot
 from raas_flex.compile import clone_cache, compile_decode_step
 from raas_flex.functional import decode_step_tensors
-from raas_flex.policies import raas_step_op
-from raas_flex.policies.raas_step_op import (
-    fused_layout, raas_bookkeeping, raas_bookkeeping_torch, row_blocks,
-)
+from raas_flex.policies import raas_step_layout, raas_step_op
+from raas_flex.policies.raas_step_layout import fused_layout, row_blocks
+from raas_flex.policies.raas_step_op import raas_bookkeeping, raas_bookkeeping_torch
 from raas_flex.policies.scores import summary_bound, top_fraction
 from tests.raas_state import random_raas_state
 
@@ -59,7 +58,7 @@ CASES = [  # seed, B, H, S, P, D, G, dtype, (num, den)
 def test_kernel_writes_as_torch_rule_exact_bounds(seed, B, H, S, P, D, G, dtype, ratio, blocks,
                                                   monkeypatch):
     """blocks: a row's thread blocks (a cluster of them from Hopper on)."""
-    monkeypatch.setattr(raas_step_op, "CLUSTER_BLOCKS", blocks)
+    monkeypatch.setattr(raas_step_layout, "CLUSTER_BLOCKS", blocks)
     layout = fused_layout(S, D, G, dtype, row_blocks(torch.device("cuda"), B * H))
     assert layout is not None  # the kernel runs, not the torch body
     kernel, torch_rule = _pair(seed, B, H, S, P, D, G, dtype)

@@ -13,7 +13,8 @@ from raas_flex.compile import clone_cache
 from raas_flex.functional import staged_bookkeeping
 from raas_flex.policies import raas_step_op
 from raas_flex.policies.raas import RaaSPolicy
-from raas_flex.policies.raas_step_op import FusedLayout, fused_layout, raas_bookkeeping
+from raas_flex.policies.raas_step_layout import FusedLayout, fused_layout
+from raas_flex.policies.raas_step_op import raas_bookkeeping
 from tests.raas_state import random_raas_state
 
 FIELDS = ("k", "v", "fill", "visible", "timestamp", "pinned", "page_id", "kmin", "kmax",
