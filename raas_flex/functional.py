@@ -23,6 +23,7 @@ from raas_flex.cache import (
 )
 from raas_flex.config import RaaSConfig
 from raas_flex.policies import Policy
+from raas_flex.policies.base import Blocks
 from raas_flex.sizing import check_prompt_fits, pool_slots
 
 def new_layer_cache(config: RaaSConfig, policy: Policy, batch: int, kv_heads: int,
@@ -105,7 +106,8 @@ def decode_step_tensors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
 
 def staged_bookkeeping(query: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                       cache: LayerCache, policy: Policy, step: torch.Tensor, scale: float):
+                       cache: LayerCache, policy: Policy, step: torch.Tensor,
+                       scale: float) -> Blocks:
     """Open, append, score, update, select and write cache.visible stage by stage (the
     policy's hooks); returns the block list to attend. query [B, H, G, D]."""
     opened = open_and_append(cache, policy.eviction_key(cache, step), k, v, step)
