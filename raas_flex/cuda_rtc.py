@@ -142,6 +142,16 @@ class Kernel:
                                                 None), f"launching {self.name}")
 
 
+def check_flat(op: str, tensors: dict[str, tuple[torch.Tensor, torch.dtype]]) -> None:
+    """Raise ValueError naming the fix unless every tensor is contiguous in its dtype: the
+    kernels index the pool's tensors as the flat arrays allocate_layer_cache makes."""
+    for name, (tensor, dtype) in tensors.items():
+        if tensor.dtype != dtype or not tensor.is_contiguous():
+            raise ValueError(f"{op}: {name} must be contiguous {dtype} (got {tensor.dtype}, "
+                             f"strides {tensor.stride()}); pass the pool's tensors as "
+                             "allocate_layer_cache made them.")
+
+
 def load_kernel(source: str, name: str, device: torch.device, defines: dict[str, int]) -> Kernel:
     """Compile `source` for `device`'s architecture and load its extern "C" kernel `name`
     into the current context (torch's, made current by torch.cuda.device)."""

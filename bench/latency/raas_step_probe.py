@@ -57,7 +57,8 @@ def main() -> None:
             layout = raas_step_layout.fused_layout(c.num_slots, 128, 4, torch.bfloat16, blocks)
 
             def op() -> torch.Tensor:
-                return raas_step_cuda.raas_bookkeeping_cuda(*tensors, 16, 128 ** -0.5, 1, 2)
+                return raas_step_cuda.raas_bookkeeping_cuda(layout, *tensors, 16,
+                                                            128 ** -0.5, 1, 2)
 
             us = graph_stats_ms(op)["median_ms"] * 1e3
             rows.append(dict(variant=name, batch=batch, median_us=us, blocks=blocks,

@@ -15,7 +15,7 @@ from importlib import resources
 
 import torch
 
-from raas_flex.cuda_rtc import Kernel, load_kernel
+from raas_flex.cuda_rtc import Kernel, check_flat, load_kernel
 from raas_flex.triton_pdl import launches_with_pdl
 
 THREADS = 1024  # a row's block: 10 keys a thread at quest's 9,217 slots (128k tokens)
@@ -49,14 +49,10 @@ def quest_blocks_one_launch(scores: torch.Tensor, page_id: torch.Tensor, fill: t
     """keep_all_ops.quest_blocks where select_fits(S), 1 <= k <= S: writes visible [B, H, S]
     int32 and returns count [B, H, 1] int32 and index [B, H, 1, S] int32; no host sync."""
     B, H, S = scores.shape
-    tensors = dict(scores=(scores, torch.float32), page_id=(page_id, torch.int64),
-                   fill=(fill, torch.int32), current=(current, torch.int64),
-                   visible=(visible, torch.int32))
-    for name, (tensor, dtype) in tensors.items():
-        if tensor.dtype != dtype or not tensor.is_contiguous():
-            raise ValueError(f"quest_blocks: {name} must be contiguous {dtype} (got "
-                             f"{tensor.dtype}, strides {tensor.stride()}); pass the pool's "
-                             "tensors as allocate_layer_cache made them.")
+    check_flat("quest_blocks", dict(
+        scores=(scores, torch.float32), page_id=(page_id, torch.int64),
+        fill=(fill, torch.int32), current=(current, torch.int64),
+        visible=(visible, torch.int32)))
     count = torch.empty((B, H, 1), dtype=torch.int32, device=scores.device)
     index = torch.empty((B, H, 1, S), dtype=torch.int32, device=scores.device)
     with torch.cuda.device(scores.device):  # the launch goes to the current context

@@ -9,17 +9,13 @@ from importlib import resources
 
 import torch
 
-from raas_flex.cuda_rtc import Kernel, load_kernel
-from raas_flex.policies.raas_step_layout import ELEM_CODES, fused_layout, row_blocks
+from raas_flex.cuda_rtc import Kernel, check_flat, load_kernel
+from raas_flex.policies.raas_step_layout import ELEM_CODES, FusedLayout
 from raas_flex.policies.scores import check_count_fits
 from raas_flex.triton_pdl import launches_with_pdl
 
 DEFINES: dict[str, int] = {}  # more -D settings of raas_step.cu (bench/: PROBE)
 _KERNELS: dict[tuple, Kernel] = {}
-_METADATA = dict(fill=torch.int32, visible=torch.int32, timestamp=torch.int64,
-                 pinned=torch.bool, page_id=torch.int64, current=torch.int64,
-                 length=torch.int64, overflow=torch.bool, arrivals=torch.int32,
-                 step=torch.int64)
 
 
 def _kernel(device: torch.device, defines: dict[str, int]) -> Kernel:
@@ -37,34 +33,26 @@ def _rows(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return x if x.stride(-1) == 1 else x.contiguous()
 
 
-def raas_bookkeeping_cuda(k_pool, v_pool, fill, visible, timestamp, pinned, page_id, kmin,
-                          kmax, current, length, overflow, arrivals, step, k, v, q,
-                          page_size: int, scale: float, ratio_num: int,
+def raas_bookkeeping_cuda(layout: FusedLayout, k_pool, v_pool, fill, visible, timestamp,
+                          pinned, page_id, kmin, kmax, current, length, overflow, arrivals,
+                          step, k, v, q, page_size: int, scale: float, ratio_num: int,
                           ratio_den: int) -> torch.Tensor:
-    """raas_step_op.raas_bookkeeping where fused_layout fits; no host sync. The pool's
-    tensors as allocate_layer_cache makes them (contiguous); k, v [B, H, 1, D] and
-    q [B, H, G, D] any strides (cast to the pool's dtype, as the staged writes cast)."""
+    """raas_step_op.raas_bookkeeping with `layout`, raas_step_layout.fused_layout's answer
+    for these shapes (the op's CUDA body computes it, and runs the torch rules where it is
+    None); no host sync. The pool's tensors as allocate_layer_cache makes them
+    (contiguous); k, v [B, H, 1, D] and q [B, H, G, D] any strides (cast to the pool's
+    dtype, as the staged writes cast)."""
     B, H, S, D = kmin.shape
     G = q.shape[2]
     dtype = k_pool.dtype
-    layout = fused_layout(S, D, G, dtype, row_blocks(kmin.device, B * H))
-    if layout is None:
-        raise ValueError(f"raas_bookkeeping: rows of {S} slots, head dim {D}, {G} query "
-                         f"heads, {dtype} do not fit the kernel; call the op (it runs the "
-                         "torch rules for such rows).")
-    metadata = dict(fill=fill, visible=visible, timestamp=timestamp, pinned=pinned,
-                    page_id=page_id, current=current, length=length, overflow=overflow,
-                    arrivals=arrivals, step=step)
-    for name, tensor in metadata.items():
-        want = _METADATA[name]
-        if tensor.dtype != want or not tensor.is_contiguous():
-            raise ValueError(f"raas_bookkeeping: {name} must be contiguous {want} (got "
-                             f"{tensor.dtype}, strides {tensor.stride()}); pass the pool's "
-                             "tensors as allocate_layer_cache made them.")
-    for name, tensor in dict(k_pool=k_pool, v_pool=v_pool, kmin=kmin, kmax=kmax).items():
-        if tensor.dtype != dtype or not tensor.is_contiguous():
-            raise ValueError(f"raas_bookkeeping: {name} must be contiguous {dtype}; pass the "
-                             "pool's tensors as allocate_layer_cache made them.")
+    check_flat("raas_bookkeeping", dict(
+        fill=(fill, torch.int32), visible=(visible, torch.int32),
+        timestamp=(timestamp, torch.int64), pinned=(pinned, torch.bool),
+        page_id=(page_id, torch.int64), current=(current, torch.int64),
+        length=(length, torch.int64), overflow=(overflow, torch.bool),
+        arrivals=(arrivals, torch.int32), step=(step, torch.int64),
+        k_pool=(k_pool, dtype), v_pool=(v_pool, dtype), kmin=(kmin, dtype),
+        kmax=(kmax, dtype)))
     check_count_fits(S, ratio_num)
     k, v, q = _rows(k[:, :, 0], dtype), _rows(v[:, :, 0], dtype), _rows(q, dtype)
     scores = torch.empty((B, H, S), dtype=torch.float32, device=kmin.device)
@@ -74,8 +62,8 @@ def raas_bookkeeping_cuda(k_pool, v_pool, fill, visible, timestamp, pinned, page
     wide = ctypes.c_longlong
     with torch.cuda.device(kmin.device):  # the launch goes to the current context
         _kernel(kmin.device, defines)(
-            B * H * blocks, layout.threads, k_pool, v_pool, fill, visible, timestamp, pinned, page_id,
-            kmin, kmax, current, length, overflow, arrivals, step, k, v, q, scores,
+            B * H * blocks, layout.threads, k_pool, v_pool, fill, visible, timestamp, pinned,
+            page_id, kmin, kmax, current, length, overflow, arrivals, step, k, v, q, scores,
             wide(k.stride(0)), wide(k.stride(1)), wide(v.stride(0)), wide(v.stride(1)),
             wide(q.stride(0)), wide(q.stride(1)), wide(q.stride(2)), H, page_size,
             ctypes.c_float(scale), wide(ratio_num), wide(ratio_den),

@@ -83,12 +83,12 @@ def _(k_pool, v_pool, fill, visible, timestamp, pinned, page_id, kmin, kmax, cur
 def _(k_pool, v_pool, fill, visible, timestamp, pinned, page_id, kmin, kmax, current, length,
       overflow, arrivals, step, k, v, q, page_size, scale, ratio_num, ratio_den):
     B, H, S, D = kmin.shape
-    if fused_layout(S, D, q.shape[2], k_pool.dtype, row_blocks(kmin.device, B * H)) is None:
-        # a direct call on a row too big for the kernel
+    layout = fused_layout(S, D, q.shape[2], k_pool.dtype, row_blocks(kmin.device, B * H))
+    if layout is None:  # a direct call on a row too big for the kernel
         return raas_bookkeeping_torch(k_pool, v_pool, fill, visible, timestamp, pinned,
                                       page_id, kmin, kmax, current, length, overflow, step,
                                       k, v, q, page_size, scale, ratio_num, ratio_den)
     from raas_flex.policies.raas_step_cuda import raas_bookkeeping_cuda
-    return raas_bookkeeping_cuda(k_pool, v_pool, fill, visible, timestamp, pinned, page_id,
-                                 kmin, kmax, current, length, overflow, arrivals, step, k, v,
-                                 q, page_size, scale, ratio_num, ratio_den)
+    return raas_bookkeeping_cuda(layout, k_pool, v_pool, fill, visible, timestamp, pinned,
+                                 page_id, kmin, kmax, current, length, overflow, arrivals,
+                                 step, k, v, q, page_size, scale, ratio_num, ratio_den)
