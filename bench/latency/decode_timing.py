@@ -1,7 +1,10 @@
-"""Timing helpers: CUDA-graph capture, do_bench medians, the copy and launch ceilings."""
+"""Timing helpers: CUDA-graph capture, do_bench medians, the copy and launch ceilings, and
+a run's JSON with the device, torch version and command."""
 
 from __future__ import annotations
 
+import json
+import sys
 from typing import Callable
 
 import torch
@@ -41,6 +44,14 @@ def graph_stats_ms(fn: Callable[[], object]) -> dict[str, float]:
     del graph
     times = sorted(float(t) for t in times)
     return {"median_ms": times[len(times) // 2], "mean_ms": sum(times) / len(times)}
+
+
+def write_run(path: str, module: str, **fields) -> None:
+    """A bench run's JSON: `fields` (its rows, ...) with the device, the torch version and
+    the command that reproduces it (`python -m <module>` and this run's arguments)."""
+    with open(path, "w") as f:
+        json.dump(dict(fields, device=torch.cuda.get_device_name(), torch=torch.__version__,
+                       command=f"python -m {module} " + " ".join(sys.argv[1:])), f, indent=1)
 
 
 def copy_bandwidth(gib: float = 1.0) -> float:

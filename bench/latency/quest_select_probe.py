@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 import torch
 
-from bench.latency.decode_timing import graph_stats_ms
+from bench.latency.decode_timing import graph_stats_ms, write_run
 from raas_flex.policies import quest_select_cuda
 from raas_flex.policies.keep_all_ops import quest_blocks_torch
 from raas_flex.policies.keep_all_triton import quest_blocks_cuda
@@ -64,10 +63,7 @@ def main() -> None:
             rows.append(dict(impl=name, batch=batch, median_us=us, same_as_torch=same))
             print(json.dumps(rows[-1]), flush=True)
         quest_select_cuda.THREADS, quest_select_cuda.DEFINES = 1024, {}
-    with open(args.out, "w") as f:
-        json.dump(dict(rows=rows, device=torch.cuda.get_device_name(), torch=torch.__version__,
-                       command="python -m bench.latency.quest_select_probe "
-                       + " ".join(sys.argv[1:])), f, indent=1)
+    write_run(args.out, "bench.latency.quest_select_probe", rows=rows)
     print("\nimpl              batch     us  same")
     for r in rows:
         print(f"{r['impl']:17s} {r['batch']:5d} {r['median_us']:6.1f}  {r['same_as_torch']}")

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 import torch
 
 import raas_flex as rf
 from bench.latency.decode_state import seen_cache
-from bench.latency.decode_timing import graph_stats_ms
+from bench.latency.decode_timing import graph_stats_ms, write_run
 from raas_flex.policies import raas_step_cuda, raas_step_layout
 
 DEFAULT_BLOCKS = raas_step_layout.CLUSTER_BLOCKS
@@ -66,10 +65,7 @@ def main() -> None:
             print(json.dumps(rows[-1]), flush=True)
         raas_step_cuda.DEFINES, raas_step_layout.CLUSTER_BLOCKS = {}, DEFAULT_BLOCKS
         del cache
-    with open(args.out, "w") as f:
-        json.dump(dict(rows=rows, device=torch.cuda.get_device_name(), torch=torch.__version__,
-                       command="python -m bench.latency.raas_step_probe "
-                       + " ".join(sys.argv[1:])), f, indent=1)
+    write_run(args.out, "bench.latency.raas_step_probe", rows=rows)
     print("\nvariant               batch     us")
     for r in rows:
         print(f"{r['variant']:21s} {r['batch']:5d} {r['median_us']:6.1f}")
