@@ -178,6 +178,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--tiny", action="store_true", help="a 2-layer model (CPU smoke run)")
     parser.add_argument("--no-compile", action="store_true", help="eager RaaS (CPU smoke run)")
+    parser.add_argument("--methods", default="dense,raas", help="comma-separated: dense, raas")
+    parser.add_argument("--autotuned-reductions", action="store_true",
+                        help="compile RaaS's decode without raas_flex's Inductor config "
+                             "(compile.step.DECODE_INDUCTOR_CONFIG): reduction configs "
+                             "timed at first launch, as before lever 37")
     parser.add_argument("--out", default=None)
     return parser.parse_args(argv)
 
@@ -197,7 +202,13 @@ def main(argv=None) -> dict:
                   triton=_triton_version(), weights_bytes=weights, prompt_len=PROMPT_LEN,
                   command="python -m bench.e2e.generate " + " ".join(sys.argv[1:]),
                   args=vars(args), runs=[], rows=[], errors=[])
-    for method, budget in [("dense", None)] + [("raas", b) for b in args.budgets]:
+    if args.autotuned_reductions:  # read by apply_raas's compile backend at compile time
+        from raas_flex.compile import step
+        step.DECODE_INDUCTOR_CONFIG = {}
+    methods = args.methods.split(",")
+    runs = [("dense", None)] * ("dense" in methods) + [("raas", b) for b in args.budgets] * (
+        "raas" in methods)
+    for method, budget in runs:
         t0 = time.time()
         graphs = method == "raas" and device.type == "cuda" and not args.no_compile
         try:

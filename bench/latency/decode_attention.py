@@ -111,16 +111,16 @@ def run(args: argparse.Namespace, out: str) -> dict:
 
 def issue15_rows(record, gen: torch.Generator, ns: list[int], configs, kv_dtypes: bool,
                  policies: tuple[str, ...]) -> None:
-    """Issue 15: SDPA and every policy's default step at batch 1 / 8 / 32, L = 2048,
-    P = 16, with flex alone over the RaaS pool beside it; keep-all policies at batch 1,
-    N = 4k and 128k; 8-bit pools (int8, fp8) at N = 128k, batch 1 / 8 / 32. At 4k also
-    flex over the contiguous tokens (flex_dense), which beat SDPA there on the H100 (22.2 vs
-    25.9 µs at batch 1): the dense baseline is the faster of the two (add_ratios)."""
+    """Issue 15: two dense decodes (SDPA; flex over the contiguous tokens, flex_dense,
+    which beat SDPA at 4k, batch 1 on the H100 and the H200) and every policy's default
+    step at batch 1 / 8 / 32, L = 2048, P = 16, with flex alone over the RaaS pool and the
+    token write + that flex (write_flex_pool, the floor under any step) beside it; keep-all
+    policies at batch 1, N = 4k and 128k; 8-bit pools (int8, fp8) at N = 128k, batch
+    1 / 8 / 32. The dense baseline is the faster dense decode (add_ratios)."""
     for L, P, B in configs:
         for n in ns:
             record("sdpa", n, None, None, B, cases.sdpa_dense(n, B, gen))
-            if n == 4 * K:
-                record("flex_dense", n, None, None, B, cases.flex_dense(n, B, gen))
+            record("flex_dense", n, None, None, B, cases.flex_dense(n, B, gen))
             torch.cuda.empty_cache()
         for name in policies:
             keeps_all = rf.policies.policy_class(name).Options.keeps_all
@@ -131,6 +131,8 @@ def issue15_rows(record, gen: torch.Generator, ns: list[int], configs, kv_dtypes
                 record(name, n, L, P, B, case)
                 if name == "raas" and n in (4 * K, 128 * K):
                     record("flex_pool", n, L, P, B, cases.flex_over_pool(
+                        cache, B, gen, cache.kernel_options))
+                    record("write_flex_pool", n, L, P, B, cases.write_then_flex_over_pool(
                         cache, B, gen, cache.kernel_options))
                 del case, cache
                 torch.cuda.empty_cache()

@@ -16,6 +16,7 @@ from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
 import raas_flex as rf
 from raas_flex.compile import compile_decode_step
+from raas_flex.compile.step import DECODE_INDUCTOR_CONFIG
 from raas_flex.attention import attend_visible
 from raas_flex.masks import listed_block_mask, pool_blocks
 
@@ -27,8 +28,20 @@ SCALE = HEAD_DIM ** -0.5
 KEEP_ALL_MARGIN = 16384  # free tokens after N in a keep-all pool (replays append)
 Case = tuple[Callable[[], torch.Tensor], int]
 
-_flex = torch.compile(flex_attention, fullgraph=True, dynamic=False)
-_attend = torch.compile(attend_visible, fullgraph=True, dynamic=False)
+# Compiled as the step is (its Inductor config), so flex alone and dense flex get the same
+# reduction configs as flex inside the step.
+_COMPILE = dict(fullgraph=True, dynamic=False, options=DECODE_INDUCTOR_CONFIG)
+_flex = torch.compile(flex_attention, **_COMPILE)
+_attend = torch.compile(attend_visible, **_COMPILE)
+
+
+@torch.compile(**_COMPILE)
+def _write_then_flex(query, k_new, v_new, k_pool, v_pool, token, block_mask, options):
+    """The token's K/V [B, H, 1, D] written at pool position `token` [1], then flex."""
+    k_pool.index_copy_(2, token, k_new)
+    v_pool.index_copy_(2, token, v_new)
+    return flex_attention(query, k_pool, v_pool, block_mask=block_mask, scale=SCALE,
+                          kernel_options=options)
 
 
 def _randn(gen: torch.Generator, *shape: int) -> torch.Tensor:
@@ -107,6 +120,22 @@ def flex_over_pool(cache, batch: int, gen: torch.Generator,
     tokens = int(cache.visible.sum()) // (batch * KV_HEADS)
     return (lambda: _flex(query, cache.k, cache.v, block_mask=mask, scale=SCALE,
                           kernel_options=kernel_options), kv_bytes(batch, tokens))
+
+
+def write_then_flex_over_pool(cache, batch: int, gen: torch.Generator,
+                              kernel_options: dict | None = None) -> Case:
+    """The least a step over an evicting pool can do with FlexAttention: write the new
+    token's K/V into the pool (one kernel, as the step's write must come before the
+    attention reads the pool), then flex over the pool as flex_over_pool does. No scores,
+    no eviction: a floor under every policy's step, not a step."""
+    query = _randn(gen, batch, KV_HEADS, GROUP, HEAD_DIM)
+    k_new = _randn(gen, batch, KV_HEADS, 1, HEAD_DIM)
+    v_new = _randn(gen, batch, KV_HEADS, 1, HEAD_DIM)
+    token = torch.tensor([cache.k.shape[2] - 1], device="cuda")  # the last slot's last token
+    mask = listed_block_mask(cache.visible, cache.page_size, GROUP, *cache.every_slot)
+    tokens = int(cache.visible.sum()) // (batch * KV_HEADS)
+    return (lambda: _write_then_flex(query, k_new, v_new, cache.k, cache.v, token, mask,
+                                     kernel_options), kv_bytes(batch, tokens))
 
 
 def sdpa_dense(n: int, batch: int, gen: torch.Generator) -> Case:

@@ -70,7 +70,8 @@ def reduce_overhead_check() -> None:
           {k: v for k, v in counters["inductor"].items() if "cudagraph" in k}, flush=True)
 
 
-def profile(fn, label: str) -> None:
+def profile(fn, label: str) -> list[tuple[str, float]]:
+    """Print and return (kernel name, µs per replay) of fn's CUDA graph, slowest first."""
     graph = capture(fn)
     from torch.profiler import ProfilerActivity, profile as prof
     with prof(activities=[ProfilerActivity.CUDA]) as p:
@@ -84,6 +85,7 @@ def profile(fn, label: str) -> None:
     for e in events[:40]:
         name = e.key.replace("\n", " ")[:110]
         print(f"  {e.self_device_time_total / 20:7.2f} us x{e.count / 20:<4.1f} {name}")
+    return [(e.key, e.self_device_time_total / 20) for e in events]
 
 
 def main() -> None:

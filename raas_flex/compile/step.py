@@ -20,6 +20,16 @@ from raas_flex.functional import decode_step_tensors
 
 COMPILE_MODES = (None, "reduce-overhead", "max-autotune-no-cudagraphs")
 
+# Inductor settings of every decode graph (this step's, and apply_raas's whole forward).
+# "deterministic" keeps one config per reduction by a fixed rule instead of timing each
+# config once, alone, at the kernel's first launch. That timing cannot rank kernels of 1-5 µs
+# that read data the kernel before them left in L2: FlexAttention's decode combine kernels
+# got whichever of XBLOCK 1 / 8 / 32 / 128 came out first, 2.0 to 4.6 µs in the step from
+# one compile to the next, where the rule's XBLOCK 8 gives 2.1 (H200, docs/flex-notes.md).
+# It changes no result: it also turns off Inductor's padding of odd-sized matmuls, which
+# the decode's matmuls (one token per row) do not use.
+DECODE_INDUCTOR_CONFIG = {"deterministic": True}
+
 
 @functools.lru_cache(maxsize=None)
 def compile_decode_step(mode: str | None = None) -> Callable:
@@ -33,7 +43,10 @@ def compile_decode_step(mode: str | None = None) -> Callable:
     """
     if mode not in COMPILE_MODES:
         raise ValueError(f"mode={mode!r}; choose one of {COMPILE_MODES}.")
-    return torch.compile(decode_step_tensors, fullgraph=True, dynamic=False, mode=mode)
+    if mode is not None and "max-autotune" in mode:  # it times configs by design
+        return torch.compile(decode_step_tensors, fullgraph=True, dynamic=False, mode=mode)
+    options = {**torch._inductor.list_mode_options(mode or "default"), **DECODE_INDUCTOR_CONFIG}
+    return torch.compile(decode_step_tensors, fullgraph=True, dynamic=False, options=options)
 
 
 def compiled_decode_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,

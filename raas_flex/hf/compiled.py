@@ -74,7 +74,7 @@ class CompiledDecode:
         from torch._inductor.compile_fx import compile_fx
 
         self.graphs += 1
-        return compile_fx(gm, example_inputs)
+        return compile_fx(gm, example_inputs, config_patches=step.DECODE_INDUCTOR_CONFIG)
 
     def __call__(self, *args, **kwargs):
         cache = cache_argument(kwargs)
