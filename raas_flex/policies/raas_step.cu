@@ -216,6 +216,14 @@ __device__ __forceinline__ void store_in_block(const u64* local, u32 block, u64 
     asm volatile("st.shared::cluster.u64 [%0], %1;" :: "r"(remote), "l"(value) : "memory");
 }
 
+// Round r's slot row for lane group `group` of the block whose slots start at `first`: the
+// slot, and whether it is one of this block's (within its SC and within S).
+struct RoundSlot { int s; bool mine; };
+__device__ __forceinline__ RoundSlot round_slot(int first, int r, int group) {
+    const int local = r * GROUPS + group;
+    return RoundSlot{first + local, local < SC && first + local < S};
+}
+
 // Lexicographic (key, index) minimum over the block; every thread gets the answer.
 __device__ void block_argmin(u64& key, int& idx, Smem& sm) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -322,11 +330,12 @@ raas_step(elem_t* __restrict__ k_pool,        // [B, H, S*P, D]
     Chunk lo[ROUNDS][CPL], hi[ROUNDS][CPL];
 #pragma unroll
     for (int r = 0; r < ROUNDS; ++r) {
-        const int s = first + r * GROUPS + group;
+        const RoundSlot slot = round_slot(first, r, group);
+        const int s = slot.s;
 #pragma unroll
         for (int c = 0; c < CPL; ++c) {
             const int chunk = c * LPS + glane;
-            if (r * GROUPS + group < SC && s < S) {
+            if (slot.mine) {
                 lo[r][c] = reinterpret_cast<const Chunk*>(kmin + (meta + s) * D)[chunk];
                 hi[r][c] = reinterpret_cast<const Chunk*>(kmax + (meta + s) * D)[chunk];
             } else {
@@ -418,8 +427,9 @@ raas_step(elem_t* __restrict__ k_pool,        // [B, H, S*P, D]
     // The current slot's summaries take the key (the key alone on a new page).
 #pragma unroll
     for (int r = 0; r < ROUNDS; ++r) {
-        const int s = first + r * GROUPS + group;
-        if (r * GROUPS + group >= SC || s != cur) continue;
+        const RoundSlot slot = round_slot(first, r, group);
+        const int s = slot.s;
+        if (!slot.mine || s != cur) continue;
 #pragma unroll
         for (int c = 0; c < CPL; ++c) {
             const int chunk = c * LPS + glane;
@@ -442,8 +452,9 @@ raas_step(elem_t* __restrict__ k_pool,        // [B, H, S*P, D]
     bool redo = false;
 #pragma unroll
     for (int r = 0; r < ROUNDS; ++r) {
-        const int s = first + r * GROUPS + group;
-        const bool mine = r * GROUPS + group < SC && s < S;
+        const RoundSlot slot = round_slot(first, r, group);
+        const int s = slot.s;
+        const bool mine = slot.mine;
 #pragma unroll
         for (int g = 0; g < G; ++g) part[r][g] = 0.0f;
 #if !(PROBE & 2)
@@ -457,8 +468,9 @@ raas_step(elem_t* __restrict__ k_pool,        // [B, H, S*P, D]
     if (__any_sync(FULL_MASK, redo)) {
 #pragma unroll
         for (int r = 0; r < ROUNDS; ++r) {
-            const int s = first + r * GROUPS + group;
-            const bool mine = r * GROUPS + group < SC && s < S;
+            const RoundSlot slot = round_slot(first, r, group);
+            const int s = slot.s;
+            const bool mine = slot.mine;
 #pragma unroll
             for (int g = 0; g < G; ++g) part[r][g] = 0.0f;
 #pragma unroll
@@ -473,15 +485,15 @@ raas_step(elem_t* __restrict__ k_pool,        // [B, H, S*P, D]
             reduce_lanes(part[r]);
         }
     }
-#pragma unroll
 #if CLUSTER > 1
     cluster_wait();  // every block of the row has started (its shared memory exists)
     if (lead && tid == 0 && !(PROBE & 1)) arrived = atomicAdd(&arrivals[b], 1);
 #endif
 #pragma unroll
     for (int r = 0; r < ROUNDS; ++r) {
-        const int s = first + r * GROUPS + group;
-        if (glane == 0 && r * GROUPS + group < SC && s < S) {
+        const RoundSlot slot = round_slot(first, r, group);
+        const int s = slot.s;
+        if (glane == 0 && slot.mine) {
             float bound = part[r][0];
 #pragma unroll
             for (int g = 1; g < G; ++g) bound = part[r][g] > bound ? part[r][g] : bound;
