@@ -179,18 +179,15 @@ DENSE = ("sdpa", "flex_dense")  # the dense decodes timed; the faster is the bas
 def add_ratios(rows: list[dict]) -> None:
     """sdpa_over_this, and dense_over_this: against the faster dense decode timed at the
     same N and batch (SDPA or flex over the contiguous tokens)."""
-    sdpa = {(r["N"], r["batch"]): r["median_ms"] for r in rows
-            if r["method"] == "sdpa" and r["median_ms"]}
-    dense: dict[tuple, float] = {}
-    for r in rows:
-        if r["method"] in DENSE and r["median_ms"]:
-            key = (r["N"], r["batch"])
-            dense[key] = min(dense.get(key, r["median_ms"]), r["median_ms"])
-    for r in rows:
-        if (r["N"], r["batch"]) in sdpa and r["median_ms"]:
-            r["sdpa_over_this"] = sdpa[(r["N"], r["batch"])] / r["median_ms"]
-        if (r["N"], r["batch"]) in dense and r["median_ms"]:
-            r["dense_over_this"] = dense[(r["N"], r["batch"])] / r["median_ms"]
+    for field, methods in (("sdpa_over_this", ("sdpa",)), ("dense_over_this", DENSE)):
+        fastest: dict[tuple, float] = {}
+        for r in rows:
+            if r["method"] in methods and r["median_ms"]:
+                key = (r["N"], r["batch"])
+                fastest[key] = min(fastest.get(key, r["median_ms"]), r["median_ms"])
+        for r in rows:
+            if (r["N"], r["batch"]) in fastest and r["median_ms"]:
+                r[field] = fastest[(r["N"], r["batch"])] / r["median_ms"]
 
 
 def table(rows: list[dict], n: int) -> str:

@@ -36,12 +36,12 @@ _attend = torch.compile(attend_visible, **_COMPILE)
 
 
 @torch.compile(**_COMPILE)
-def _write_then_flex(query, k_new, v_new, k_pool, v_pool, token, block_mask, options):
+def _write_then_flex(query, k_new, v_new, k_pool, v_pool, token, block_mask, kernel_options):
     """The token's K/V [B, H, 1, D] written at pool position `token` [1], then flex."""
     k_pool.index_copy_(2, token, k_new)
     v_pool.index_copy_(2, token, v_new)
     return flex_attention(query, k_pool, v_pool, block_mask=block_mask, scale=SCALE,
-                          kernel_options=options)
+                          kernel_options=kernel_options)
 
 
 def _randn(gen: torch.Generator, *shape: int) -> torch.Tensor:

@@ -26,8 +26,9 @@ COMPILE_MODES = (None, "reduce-overhead", "max-autotune-no-cudagraphs")
 # that read data the kernel before them left in L2: FlexAttention's decode combine kernels
 # got whichever of XBLOCK 1 / 8 / 32 / 128 came out first, 2.0 to 4.6 µs in the step from
 # one compile to the next, where the rule's XBLOCK 8 gives 2.1 (H200, docs/flex-notes.md).
-# It changes no result: it also turns off Inductor's padding of odd-sized matmuls, which
-# the decode's matmuls (one token per row) do not use.
+# It changes no decision of the step, only which config runs (so, at most, a reduction's
+# rounding); it also turns off Inductor's padding of odd-sized matmuls, which the decode's
+# matmuls (one token per row) do not use.
 DECODE_INDUCTOR_CONFIG = {"deterministic": True}
 
 
